@@ -1,0 +1,270 @@
+//! HuggingFace `config.json` for Mixtral, with HF's names and HF's defaults.
+//!
+//! This is the only place (with the exporter) where HF names such as `hidden_size` appear.
+//! Both published forms are accepted: transformers 4 (top-level `rope_theta`, `torch_dtype`) and
+//! transformers 5 (`rope_parameters.rope_theta`, `dtype`, `head_dim: null`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::MixtralConfig;
+use crate::error::{MoeError, Result};
+
+/// `eos_token_id` is an int or a list of ints in HF configs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    pub fn to_vec(&self) -> Vec<u32> {
+        match self {
+            Self::One(id) => vec![*id],
+            Self::Many(ids) => ids.clone(),
+        }
+    }
+}
+
+/// transformers 5 `rope_parameters`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HfRopeParameters {
+    pub rope_theta: Option<f64>,
+    #[serde(default = "default_rope_type")]
+    pub rope_type: String,
+}
+
+fn default_rope_type() -> String {
+    "default".into()
+}
+
+/// A Mixtral `config.json` as HF writes it. Missing optional fields default as in
+/// transformers' `MixtralConfig.__init__`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HfMixtralConfig {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default = "d::vocab_size")]
+    pub vocab_size: usize,
+    #[serde(default = "d::hidden_size")]
+    pub hidden_size: usize,
+    #[serde(default = "d::intermediate_size")]
+    pub intermediate_size: usize,
+    #[serde(default = "d::num_hidden_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d::num_attention_heads")]
+    pub num_attention_heads: usize,
+    /// HF: `None` means multi-head attention (as many KV heads as query heads).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// HF: `None` means `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "d::hidden_act")]
+    pub hidden_act: String,
+    #[serde(default = "d::max_position_embeddings")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "d::rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    /// transformers 4 form.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// transformers 5 form.
+    #[serde(default)]
+    pub rope_parameters: Option<HfRopeParameters>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default = "d::num_experts_per_tok")]
+    pub num_experts_per_tok: usize,
+    /// `num_experts` is accepted as an alias (Qwen-MoE style configs).
+    #[serde(default = "d::num_local_experts", alias = "num_experts")]
+    pub num_local_experts: usize,
+    #[serde(default = "d::router_aux_loss_coef")]
+    pub router_aux_loss_coef: f64,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    #[serde(default)]
+    pub attention_dropout: f64,
+    /// Only used by HF while training; the forward pass here is the eval-mode function.
+    #[serde(default)]
+    pub router_jitter_noise: f64,
+    #[serde(default)]
+    pub architectures: Option<Vec<String>>,
+    /// transformers 4 name of the checkpoint dtype.
+    #[serde(default)]
+    pub torch_dtype: Option<String>,
+    /// transformers 5 name of the checkpoint dtype.
+    #[serde(default)]
+    pub dtype: Option<String>,
+}
+
+/// transformers' `MixtralConfig` defaults (the Mixtral-8x7B shape).
+mod d {
+    pub fn vocab_size() -> usize {
+        32000
+    }
+    pub fn hidden_size() -> usize {
+        4096
+    }
+    pub fn intermediate_size() -> usize {
+        14336
+    }
+    pub fn num_hidden_layers() -> usize {
+        32
+    }
+    pub fn num_attention_heads() -> usize {
+        32
+    }
+    pub fn hidden_act() -> String {
+        "silu".into()
+    }
+    pub fn max_position_embeddings() -> usize {
+        4096 * 32
+    }
+    pub fn rms_norm_eps() -> f64 {
+        1e-5
+    }
+    pub fn num_experts_per_tok() -> usize {
+        2
+    }
+    pub fn num_local_experts() -> usize {
+        8
+    }
+    pub fn router_aux_loss_coef() -> f64 {
+        0.001
+    }
+}
+
+impl HfMixtralConfig {
+    /// Parses `config.json` text. `path` only names the file in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        serde_json::from_str(text).map_err(|source| MoeError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads and parses a `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| MoeError::io(path, e))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// The validated native config.
+    pub fn to_mixtral(&self) -> Result<MixtralConfig> {
+        if let Some(model_type) = &self.model_type {
+            if model_type != "mixtral" && model_type != "mistral" {
+                return Err(MoeError::config(
+                    "model_type",
+                    format!("is {model_type:?}; only \"mixtral\" (and dense \"mistral\") checkpoints are supported"),
+                ));
+            }
+        }
+        if self.hidden_act != "silu" {
+            return Err(MoeError::config(
+                "hidden_act",
+                format!("is {:?}; Mixtral experts are SwiGLU (\"silu\")", self.hidden_act),
+            ));
+        }
+        let rope_theta = match (&self.rope_parameters, self.rope_theta) {
+            (Some(p), top) => {
+                if p.rope_type != "default" {
+                    return Err(MoeError::config(
+                        "rope_parameters.rope_type",
+                        format!("is {:?}; only \"default\" RoPE is supported", p.rope_type),
+                    ));
+                }
+                p.rope_theta.or(top).unwrap_or(1e6)
+            }
+            (None, Some(theta)) => theta,
+            (None, None) => 1e6,
+        };
+        let n_heads = self.num_attention_heads;
+        let head_dim = match self.head_dim {
+            Some(h) => h,
+            None => {
+                if n_heads == 0 || self.hidden_size % n_heads != 0 {
+                    return Err(MoeError::config(
+                        "num_attention_heads",
+                        format!(
+                            "({n_heads}) must divide hidden_size ({}) when head_dim is not given",
+                            self.hidden_size
+                        ),
+                    ));
+                }
+                self.hidden_size / n_heads
+            }
+        };
+        let config = MixtralConfig {
+            vocab_size: self.vocab_size,
+            d_model: self.hidden_size,
+            d_ff: self.intermediate_size,
+            n_layers: self.num_hidden_layers,
+            n_heads,
+            n_kv_heads: self.num_key_value_heads.unwrap_or(n_heads),
+            head_dim,
+            n_experts: self.num_local_experts,
+            top_k: self.num_experts_per_tok,
+            max_seq_len: self.max_position_embeddings,
+            rope_theta,
+            rms_norm_eps: self.rms_norm_eps,
+            sliding_window: self.sliding_window,
+            tie_word_embeddings: self.tie_word_embeddings,
+            router_aux_loss_coef: self.router_aux_loss_coef,
+            bos_token_id: self.bos_token_id,
+            eos_token_ids: self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default(),
+            pad_token_id: self.pad_token_id,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `config.json` that transformers 5 would write for this model (weights in `dtype`).
+    pub fn from_mixtral(config: &MixtralConfig, dtype: &str) -> Self {
+        Self {
+            model_type: Some("mixtral".into()),
+            vocab_size: config.vocab_size,
+            hidden_size: config.d_model,
+            intermediate_size: config.d_ff,
+            num_hidden_layers: config.n_layers,
+            num_attention_heads: config.n_heads,
+            num_key_value_heads: Some(config.n_kv_heads),
+            head_dim: Some(config.head_dim),
+            hidden_act: "silu".into(),
+            max_position_embeddings: config.max_seq_len,
+            rms_norm_eps: config.rms_norm_eps,
+            // Both forms, so that transformers 4 and 5 read the same theta.
+            rope_theta: Some(config.rope_theta),
+            rope_parameters: Some(HfRopeParameters {
+                rope_theta: Some(config.rope_theta),
+                rope_type: "default".into(),
+            }),
+            sliding_window: config.sliding_window,
+            num_experts_per_tok: config.top_k,
+            num_local_experts: config.n_experts,
+            router_aux_loss_coef: config.router_aux_loss_coef,
+            tie_word_embeddings: config.tie_word_embeddings,
+            bos_token_id: config.bos_token_id,
+            eos_token_id: match config.eos_token_ids.as_slice() {
+                [] => None,
+                [one] => Some(TokenIds::One(*one)),
+                many => Some(TokenIds::Many(many.to_vec())),
+            },
+            pad_token_id: config.pad_token_id,
+            attention_dropout: 0.0,
+            router_jitter_noise: 0.0,
+            architectures: Some(vec!["MixtralForCausalLM".into()]),
+            torch_dtype: Some(dtype.into()),
+            dtype: Some(dtype.into()),
+        }
+    }
+}

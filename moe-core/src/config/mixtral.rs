@@ -1,0 +1,258 @@
+//! The validated native model config, with this crate's dimension names.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::HfMixtralConfig;
+use crate::error::{MoeError, Result};
+
+/// Shape and hyper-parameters of a Mixtral-architecture model.
+///
+/// Build one from a preset ([`MixtralConfig::tiny`], [`MixtralConfig::mixtral_8x7b`], ...), from an
+/// HF `config.json` ([`MixtralConfig::from_hf_file`]), or as a struct literal followed by
+/// [`MixtralConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixtralConfig {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    /// Hidden size of each expert's SwiGLU.
+    pub d_ff: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Key/value heads: `n_heads` for MHA, fewer for GQA, 1 for MQA.
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub n_experts: usize,
+    /// Experts per token.
+    pub top_k: usize,
+    /// Longest sequence (positions in the RoPE table and the KV cache).
+    pub max_seq_len: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    /// Each query sees at most this many keys (itself included), as HF's sliding-window mask.
+    pub sliding_window: Option<usize>,
+    pub tie_word_embeddings: bool,
+    /// Weight of the load-balancing loss in the training objective (HF `router_aux_loss_coef`).
+    pub router_aux_loss_coef: f64,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+}
+
+impl MixtralConfig {
+    /// A model small enough to train from scratch on a laptop CPU in minutes.
+    pub fn tiny() -> Self {
+        Self {
+            vocab_size: 512,
+            d_model: 64,
+            d_ff: 128,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            n_experts: 4,
+            top_k: 2,
+            max_seq_len: 256,
+            rope_theta: 1e4,
+            rms_norm_eps: 1e-5,
+            sliding_window: None,
+            tie_word_embeddings: false,
+            // Mixtral's published value.
+            router_aux_loss_coef: 0.02,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+            pad_token_id: None,
+        }
+    }
+
+    /// `mistralai/Mixtral-8x7B-v0.1`.
+    pub fn mixtral_8x7b() -> Self {
+        Self {
+            vocab_size: 32000,
+            d_model: 4096,
+            d_ff: 14336,
+            n_layers: 32,
+            n_heads: 32,
+            n_kv_heads: 8,
+            head_dim: 128,
+            n_experts: 8,
+            top_k: 2,
+            max_seq_len: 32768,
+            rope_theta: 1e6,
+            rms_norm_eps: 1e-5,
+            sliding_window: None,
+            tie_word_embeddings: false,
+            router_aux_loss_coef: 0.02,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+            pad_token_id: None,
+        }
+    }
+
+    /// `mistralai/Mixtral-8x22B-v0.1`.
+    pub fn mixtral_8x22b() -> Self {
+        Self {
+            vocab_size: 32768,
+            d_model: 6144,
+            d_ff: 16384,
+            n_layers: 56,
+            n_heads: 48,
+            n_kv_heads: 8,
+            head_dim: 128,
+            max_seq_len: 65536,
+            router_aux_loss_coef: 0.001,
+            ..Self::mixtral_8x7b()
+        }
+    }
+
+    /// Reads an HF `config.json` (transformers 4 or 5 form) and validates it.
+    pub fn from_hf_file(path: impl AsRef<Path>) -> Result<Self> {
+        HfMixtralConfig::from_file(path)?.to_mixtral()
+    }
+
+    /// Checks every field; the error names the first bad field and why.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.d_model),
+            ("intermediate_size", self.d_ff),
+            ("num_hidden_layers", self.n_layers),
+            ("num_attention_heads", self.n_heads),
+            ("num_key_value_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("num_local_experts", self.n_experts),
+            ("num_experts_per_tok", self.top_k),
+            ("max_position_embeddings", self.max_seq_len),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(MoeError::config(field, "must be at least 1"));
+            }
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return Err(MoeError::config(
+                "num_key_value_heads",
+                format!(
+                    "({}) must divide num_attention_heads ({}) for grouped-query attention",
+                    self.n_kv_heads, self.n_heads
+                ),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(MoeError::config(
+                "head_dim",
+                format!("({}) must be even for rotary embeddings", self.head_dim),
+            ));
+        }
+        if self.top_k > self.n_experts {
+            return Err(MoeError::config(
+                "num_experts_per_tok",
+                format!(
+                    "({}) must not exceed num_local_experts ({})",
+                    self.top_k, self.n_experts
+                ),
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(MoeError::config("rope_theta", "must be a positive number"));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(MoeError::config("rms_norm_eps", "must be a positive number"));
+        }
+        if self.sliding_window == Some(0) {
+            return Err(MoeError::config("sliding_window", "must be null or at least 1"));
+        }
+        if !(self.router_aux_loss_coef.is_finite() && self.router_aux_loss_coef >= 0.0) {
+            return Err(MoeError::config("router_aux_loss_coef", "must be a non-negative number"));
+        }
+        let ids = self
+            .bos_token_id
+            .iter()
+            .map(|id| ("bos_token_id", *id))
+            .chain(self.eos_token_ids.iter().map(|id| ("eos_token_id", *id)))
+            .chain(self.pad_token_id.iter().map(|id| ("pad_token_id", *id)));
+        for (field, id) in ids {
+            if id as usize >= self.vocab_size {
+                return Err(MoeError::config(
+                    field,
+                    format!("({id}) must be below vocab_size ({})", self.vocab_size),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Query heads that share one key/value head.
+    pub fn n_rep(&self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+
+    /// Parameters of one layer's experts (all of them).
+    fn expert_params(&self) -> usize {
+        self.n_experts * 3 * self.d_model * self.d_ff
+    }
+
+    fn attention_params(&self) -> usize {
+        let q_and_o = 2 * self.d_model * self.n_heads * self.head_dim;
+        let k_and_v = 2 * self.d_model * self.n_kv_heads * self.head_dim;
+        q_and_o + k_and_v
+    }
+
+    fn embedding_params(&self) -> usize {
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * self.d_model };
+        self.vocab_size * self.d_model + head + self.d_model
+    }
+
+    /// All parameters of the model.
+    pub fn num_params(&self) -> usize {
+        let per_layer = self.attention_params()
+            + self.n_experts * self.d_model // gate
+            + self.expert_params()
+            + 2 * self.d_model; // two norms
+        self.embedding_params() + self.n_layers * per_layer
+    }
+
+    /// Parameters that take part in one token's forward pass (only `top_k` experts per layer).
+    pub fn num_active_params(&self) -> usize {
+        let inactive = (self.n_experts - self.top_k) * 3 * self.d_model * self.d_ff;
+        self.num_params() - self.n_layers * inactive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for config in [
+            MixtralConfig::tiny(),
+            MixtralConfig::mixtral_8x7b(),
+            MixtralConfig::mixtral_8x22b(),
+        ] {
+            config.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn mixtral_8x7b_parameter_counts_match_the_published_ones() {
+        // Mistral: 46.7B total, 12.9B active.
+        let c = MixtralConfig::mixtral_8x7b();
+        assert_eq!(c.num_params(), 46_702_792_704);
+        assert_eq!(c.num_active_params(), 12_879_925_248);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut c = MixtralConfig::tiny();
+        c.n_kv_heads = 3;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("num_key_value_heads"), "{err}");
+
+        let mut c = MixtralConfig::tiny();
+        c.top_k = 5;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("num_experts_per_tok"), "{err}");
+    }
+}

@@ -1,0 +1,71 @@
+//! The one error type of `moe-core`: everything that can go wrong at the boundaries (files,
+//! configs, checkpoints). Forward passes are infallible.
+
+use std::path::PathBuf;
+
+/// Errors from configs, checkpoints and other inputs `moe-core` reads or writes.
+#[derive(Debug, thiserror::Error)]
+pub enum MoeError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON file (config.json, an index) is not valid JSON or not of the expected form.
+    #[error("{path}: malformed JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A config value is out of range or inconsistent with another.
+    #[error("invalid config: `{field}` {reason}")]
+    Config { field: String, reason: String },
+
+    /// A safetensors file is corrupt, truncated, or its header does not describe its data.
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Safetensors { path: PathBuf, reason: String },
+
+    /// A tensor in a checkpoint has a dtype this crate cannot load.
+    #[error("tensor `{name}` in {path}: unsupported dtype {dtype} (expected F32, F16, BF16 or F64)")]
+    UnsupportedDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+
+    /// The checkpoint's tensors do not match the model: every problem is listed.
+    #[error("checkpoint {dir} does not match the model config:\n{}", .problems.join("\n"))]
+    CheckpointMismatch { dir: PathBuf, problems: Vec<String> },
+
+    /// A model directory has no weights in a layout we know.
+    #[error("{dir}: no weights found (expected model.safetensors or model.safetensors.index.json)")]
+    NoWeights { dir: PathBuf },
+
+    /// A backend or dtype that this build or device does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl MoeError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(field: &str, reason: impl Into<String>) -> Self {
+        Self::Config {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `Result` with [`MoeError`].
+pub type Result<T, E = MoeError> = std::result::Result<T, E>;

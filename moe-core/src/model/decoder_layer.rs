@@ -1,0 +1,75 @@
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor};
+
+use crate::config::MixtralConfig;
+use crate::moe::{SparseMoe, SparseMoeConfig};
+use crate::nn::{Attention, AttentionConfig, RmsNorm, RmsNormConfig, RotaryEmbedding};
+
+/// One pre-norm Mixtral decoder layer: `x + attn(norm(x))`, then `h + moe(norm(h))`.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// The checkpoint's `block_sparse_moe`.
+    pub block_sparse_moe: SparseMoe<B>,
+}
+
+/// Output of [`DecoderLayer::forward`].
+#[derive(Debug, Clone)]
+pub struct DecoderLayerOutput<B: Backend> {
+    /// `[B, S, D]`
+    pub hidden: Tensor<B, 3>,
+    /// `[T, E]` f32
+    pub router_logits: Tensor<B, 2>,
+    /// `[T, K]`
+    pub experts: Tensor<B, 2, Int>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    pub fn init(config: &MixtralConfig, device: &B::Device) -> Self {
+        let norm = RmsNormConfig::new(config.d_model).with_epsilon(config.rms_norm_eps);
+        Self {
+            input_layernorm: norm.init(device),
+            self_attn: AttentionConfig::new(
+                config.d_model,
+                config.n_heads,
+                config.n_kv_heads,
+                config.head_dim,
+            )
+            .init(device),
+            post_attention_layernorm: norm.init(device),
+            block_sparse_moe: SparseMoeConfig::new(config.d_model, config.d_ff, config.n_experts)
+                .with_top_k(config.top_k)
+                .init(device),
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, S, D]`, `mask`: `[S, S]` -> `hidden` `[B, S, D]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEmbedding<B>,
+        mask: Tensor<B, 2, Bool>,
+        top_k: usize,
+    ) -> DecoderLayerOutput<B> {
+        let attn = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), rope, mask, 0);
+        self.feed_forward(x + attn, top_k)
+    }
+
+    /// The second half of the layer: `h + moe(norm(h))`.
+    pub fn feed_forward(&self, h: Tensor<B, 3>, top_k: usize) -> DecoderLayerOutput<B> {
+        let moe = self
+            .block_sparse_moe
+            .forward_k(self.post_attention_layernorm.forward(h.clone()), top_k);
+        DecoderLayerOutput {
+            hidden: h + moe.hidden,
+            router_logits: moe.router_logits,
+            experts: moe.experts,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use super::DecoderLayer;
+use crate::config::MixtralConfig;
+use crate::nn::{attention_mask, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig};
+
+/// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
+///
+/// Field names mirror the checkpoint keys (`model.embed_tokens`, `model.layers.N.*`,
+/// `model.norm`, `lm_head`) so that import is one short table.
+#[derive(Module, Debug)]
+pub struct Mixtral<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `[D, V]`; `None` when the output projection is tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    pub rope: RotaryEmbedding<B>,
+    /// The shape this model was built with (kept for export and inference).
+    #[module(skip)]
+    pub config: MixtralConfig,
+}
+
+/// Output of [`Mixtral::forward`].
+#[derive(Debug, Clone)]
+pub struct MixtralOutput<B: Backend> {
+    /// `[B, S, V]`
+    pub logits: Tensor<B, 3>,
+    /// One `[T, E]` f32 tensor per layer (`T = B*S`, batch-major), as HF's `router_logits`.
+    pub router_logits: Vec<Tensor<B, 2>>,
+    /// One `[T, K]` tensor of chosen experts per layer.
+    pub experts: Vec<Tensor<B, 2, Int>>,
+}
+
+impl MixtralConfig {
+    /// A randomly initialised model of this shape.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Mixtral<B> {
+        Mixtral {
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            layers: (0..self.n_layers)
+                .map(|_| DecoderLayer::init(self, device))
+                .collect(),
+            norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.rms_norm_eps)
+                .init(device),
+            lm_head: (!self.tie_word_embeddings).then(|| {
+                LinearConfig::new(self.d_model, self.vocab_size)
+                    .with_bias(false)
+                    .init(device)
+            }),
+            rope: RotaryEmbeddingConfig::new(self.head_dim, self.max_seq_len)
+                .with_theta(self.rope_theta)
+                .init(device),
+            config: self.clone(),
+        }
+    }
+}
+
+impl<B: Backend> Mixtral<B> {
+    /// Full-sequence forward pass.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[B, S]` -> `logits` `[B, S, V]`
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> MixtralOutput<B> {
+        self.forward_k(input_ids, self.config.top_k)
+    }
+
+    /// [`Self::forward`] with `top_k` experts per token instead of the configured number.
+    pub fn forward_k(&self, input_ids: Tensor<B, 2, Int>, top_k: usize) -> MixtralOutput<B> {
+        let [_, s] = input_ids.dims();
+        let device = input_ids.device();
+        let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
+        let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &device);
+        let mut router_logits = Vec::with_capacity(self.layers.len());
+        let mut experts = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let out = layer.forward(x, &self.rope, mask.clone(), top_k);
+            x = out.hidden;
+            router_logits.push(out.router_logits);
+            experts.push(out.experts);
+        }
+        MixtralOutput {
+            logits: self.lm_logits(x),
+            router_logits,
+            experts,
+        }
+    }
+
+    /// Final norm and output projection.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[B, S, D]` -> `[B, S, V]`
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let hidden = self.norm.forward(hidden);
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let weight = self.embed_tokens.weight.val().transpose(); // [D, V]
+                hidden.matmul(weight.unsqueeze::<3>())
+            }
+        }
+    }
+
+    pub fn config(&self) -> &MixtralConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,13 @@
+//! The sparse Mixture-of-Experts layer: router, stacked experts, dispatch, and the block.
+
+mod dispatch;
+mod experts;
+mod router;
+mod sparse_moe;
+mod topk;
+
+pub use dispatch::DispatchPlan;
+pub use experts::{Experts, ExpertsConfig};
+pub use router::{Router, RouterConfig, RouterOutput};
+pub use sparse_moe::{MoeOutput, SparseMoe, SparseMoeConfig};
+pub use topk::top_k_indices;

@@ -1,0 +1,76 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Int, Tensor};
+
+use super::top_k_indices;
+
+/// Configuration of [`Router`].
+#[derive(Config, Debug)]
+pub struct RouterConfig {
+    pub d_model: usize,
+    pub n_experts: usize,
+    /// Experts chosen per token.
+    pub top_k: usize,
+}
+
+impl RouterConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Router<B> {
+        Router {
+            gate: LinearConfig::new(self.d_model, self.n_experts)
+                .with_bias(false)
+                .init(device),
+            top_k: self.top_k,
+        }
+    }
+}
+
+/// Top-k token-choice router of Mixtral: `softmax(gate(x))` -> top-k -> renormalise.
+#[derive(Module, Debug)]
+pub struct Router<B: Backend> {
+    /// `[D, E]`; the checkpoint's `block_sparse_moe.gate`.
+    pub gate: Linear<B>,
+    pub top_k: usize,
+}
+
+/// What the router decided for each token.
+#[derive(Debug, Clone)]
+pub struct RouterOutput<B: Backend> {
+    /// Raw gate logits in f32, `[T, E]`: what the auxiliary losses are computed from.
+    pub logits: Tensor<B, 2>,
+    /// Chosen experts, best first, `[T, K]`.
+    pub experts: Tensor<B, 2, Int>,
+    /// Their mixing weights (sum to 1 per token), in the activation dtype, `[T, K]`.
+    pub weights: Tensor<B, 2>,
+}
+
+impl<B: Backend> Router<B> {
+    /// # Shapes
+    /// - `x`: `[T, D]`
+    pub fn forward(&self, x: Tensor<B, 2>) -> RouterOutput<B> {
+        self.forward_k(x, self.top_k)
+    }
+
+    /// Routes with `top_k` experts per token instead of the configured number (llama.cpp's
+    /// "experts per token" override).
+    pub fn forward_k(&self, x: Tensor<B, 2>, top_k: usize) -> RouterOutput<B> {
+        let dtype = x.dtype();
+        // The softmax over experts is taken in f32 as in HF: in bf16 the top-k order and the
+        // renormalised weights would change.
+        let logits = self.gate.forward(x).cast(FloatDType::F32); // [T, E]
+        let probs = softmax(logits.clone(), 1);
+        let experts = top_k_indices(probs.clone(), top_k); // [T, K]
+        let weights = probs.gather(1, experts.clone()); // [T, K]
+        // Renormalise over the chosen k, so the output is a convex combination of k experts
+        // (Mixtral's choice; Switch-style routers keep the raw probabilities). The gradient
+        // reaches the gate through these weights.
+        let weights = weights.clone() / weights.sum_dim(1);
+        RouterOutput {
+            logits,
+            experts,
+            weights: weights.cast(dtype),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+
+use super::{DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOutput};
+
+/// Configuration of [`SparseMoe`].
+#[derive(Config, Debug)]
+pub struct SparseMoeConfig {
+    pub d_model: usize,
+    /// Hidden size of each expert.
+    pub d_ff: usize,
+    pub n_experts: usize,
+    /// Experts per token.
+    #[config(default = 2)]
+    pub top_k: usize,
+}
+
+impl SparseMoeConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SparseMoe<B> {
+        assert!(
+            (1..=self.n_experts).contains(&self.top_k),
+            "top_k ({}) must be in 1..=n_experts ({})",
+            self.top_k,
+            self.n_experts
+        );
+        SparseMoe {
+            router: RouterConfig::new(self.d_model, self.n_experts, self.top_k).init(device),
+            experts: ExpertsConfig::new(self.n_experts, self.d_model, self.d_ff).init(device),
+        }
+    }
+}
+
+/// Mixtral's sparse MoE block: each token runs only its `top_k` experts and sums their outputs
+/// weighted by the renormalised router probabilities.
+#[derive(Module, Debug)]
+pub struct SparseMoe<B: Backend> {
+    pub router: Router<B>,
+    pub experts: Experts<B>,
+}
+
+/// Output of [`SparseMoe::forward`].
+#[derive(Debug, Clone)]
+pub struct MoeOutput<B: Backend, const N: usize> {
+    /// Same shape as the input.
+    pub hidden: Tensor<B, N>,
+    /// Raw router logits in f32, `[T, E]`, for the load-balancing and z losses.
+    pub router_logits: Tensor<B, 2>,
+    /// Chosen experts per token, `[T, K]`: for load statistics.
+    pub experts: Tensor<B, 2, Int>,
+}
+
+impl<B: Backend> SparseMoe<B> {
+    /// # Shapes
+    /// - `x`: `[..., D]` (e.g. `[B, S, D]` or `[T, D]`) -> `hidden` of the same shape
+    pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> MoeOutput<B, N> {
+        self.forward_k(x, self.router.top_k)
+    }
+
+    /// [`Self::forward`] with `top_k` experts per token instead of the configured number.
+    pub fn forward_k<const N: usize>(&self, x: Tensor<B, N>, top_k: usize) -> MoeOutput<B, N> {
+        let shape = x.shape();
+        let d = shape[N - 1];
+        let x = x.reshape([shape.num_elements() / d, d]); // [T, D]
+        let route = self.router.forward_k(x.clone(), top_k);
+        let hidden = self.dispatch(x, &route).reshape(shape);
+        MoeOutput {
+            hidden,
+            router_logits: route.logits,
+            experts: route.experts,
+        }
+    }
+
+    /// Groups tokens by expert, runs each expert once on its rows, and scatter-adds the
+    /// weighted results back to token order.
+    ///
+    /// # Shapes
+    /// - `x`: `[T, D]` -> `[T, D]`
+    fn dispatch(&self, x: Tensor<B, 2>, route: &RouterOutput<B>) -> Tensor<B, 2> {
+        let [t, d] = x.dims();
+        let [_, k] = route.experts.dims();
+        let plan = DispatchPlan::new(route.experts.clone(), self.experts.n_experts());
+        let x_sorted = x.select(0, plan.token_index.clone()); // [T*K, D]
+        let w_sorted = route
+            .weights
+            .clone()
+            .reshape([t * k])
+            .select(0, plan.assignment_index.clone())
+            .reshape([t * k, 1]);
+        let outputs: Vec<_> = plan
+            .ranges()
+            .filter(|(_, range)| !range.is_empty())
+            .map(|(e, range)| {
+                let rows = x_sorted.clone().narrow(0, range.start, range.len());
+                self.experts.forward_expert(e, rows)
+            })
+            .collect();
+        let y_sorted = Tensor::cat(outputs, 0) * w_sorted; // [T*K, D]
+        // Slots are in expert order, so each token's k contributions are added in ascending
+        // expert order, as HF's loop over experts does.
+        Tensor::zeros([t, d], &y_sorted.device()).select_assign(
+            0,
+            plan.token_index,
+            y_sorted,
+            IndexingUpdateOp::Add,
+        )
+    }
+
+    /// Reference implementation: every expert on every token, masked by the routing weights.
+    /// `E/K` times the work of [`Self::forward`]; for tests and benchmarks only.
+    ///
+    /// # Shapes
+    /// - `x`: `[T, D]` -> `[T, D]`
+    pub fn forward_all_experts(&self, x: Tensor<B, 2>) -> MoeOutput<B, 2> {
+        let [t, _] = x.dims();
+        let e = self.experts.n_experts();
+        let route = self.router.forward(x.clone());
+        // Dense [T, E] weights: the k routing weights at their experts, zero elsewhere.
+        let dense = Tensor::zeros([t, e], &x.device()).scatter(
+            1,
+            route.experts.clone(),
+            route.weights.clone(),
+            IndexingUpdateOp::Add,
+        );
+        let all = self.experts.forward_all(x); // [E, T, D]
+        let weights = dense.transpose().unsqueeze_dim::<3>(2); // [E, T, 1]
+        let hidden = (all * weights).sum_dim(0).squeeze_dim::<2>(0);
+        MoeOutput {
+            hidden,
+            router_logits: route.logits,
+            experts: route.experts,
+        }
+    }
+}

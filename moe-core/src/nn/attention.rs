@@ -1,0 +1,126 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, FloatDType, Tensor};
+
+use super::RotaryEmbedding;
+
+/// Configuration of [`Attention`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Key/value heads; each is shared by `n_heads / n_kv_heads` query heads.
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
+        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device);
+        let q_dim = self.n_heads * self.head_dim;
+        let kv_dim = self.n_kv_heads * self.head_dim;
+        Attention {
+            q_proj: linear(self.d_model, q_dim),
+            k_proj: linear(self.d_model, kv_dim),
+            v_proj: linear(self.d_model, kv_dim),
+            o_proj: linear(q_dim, self.d_model),
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+}
+
+/// Grouped-query self-attention with rotate-half RoPE, as HF `MixtralAttention` (eager).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[D, H*Dh]`
+    pub q_proj: Linear<B>,
+    /// `[D, G*Dh]`
+    pub k_proj: Linear<B>,
+    /// `[D, G*Dh]`
+    pub v_proj: Linear<B>,
+    /// `[H*Dh, D]`
+    pub o_proj: Linear<B>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Attention of a block of queries over its own keys (positions `start..start + S`).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, S, D]`
+    /// - `mask`: `[S, S]`, `true` = masked (see [`crate::nn::attention_mask`])
+    /// - returns `[B, S, D]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEmbedding<B>,
+        mask: Tensor<B, 2, Bool>,
+        start: usize,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (q, k, v) = self.project(x, rope, start);
+        let out = self.attend(q, k, v, mask);
+        self.merge_heads(out, b, s)
+    }
+
+    /// q, k, v projections with RoPE applied to q and k.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, S, D]` -> `([B, H, S, Dh], [B, G, S, Dh], [B, G, S, Dh])`
+    pub fn project(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEmbedding<B>,
+        start: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, s, _] = x.dims();
+        let (h, g, dh) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([b, s, h, dh]).swap_dims(1, 2);
+        let k = self.k_proj.forward(x.clone()).reshape([b, s, g, dh]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([b, s, g, dh]).swap_dims(1, 2);
+        (rope.apply(q, start), rope.apply(k, start), v)
+    }
+
+    /// Scaled dot-product attention of `q` over `k`/`v` (which may include cached positions).
+    ///
+    /// # Shapes
+    /// - `q`: `[B, H, Sq, Dh]`, `k`/`v`: `[B, G, Sk, Dh]`, `mask`: `[Sq, Sk]`
+    /// - returns `[B, H, Sq, Dh]`
+    pub fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 4> {
+        let [b, h, s_q, dh] = q.dims();
+        let [_, g, s_k, _] = k.dims();
+        let r = h / g;
+        // GQA without copying k/v: view the query heads as [G, R] groups and broadcast each
+        // kv head over its group in the matmul.
+        let q = q.reshape([b, g, r * s_q, dh]);
+        let scale = (dh as f64).powf(-0.5);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, G, R*Sq, Sk]
+        let scores = scores.reshape([b, h, s_q, s_k]);
+        let mask = mask.unsqueeze::<4>().expand([b, h, s_q, s_k]);
+        let dtype = scores.dtype();
+        // Softmax in f32 as HF does, whatever the activation dtype.
+        let scores = scores.cast(FloatDType::F32).mask_fill(mask, f32::NEG_INFINITY);
+        let probs = softmax(scores, 3).cast(dtype).reshape([b, g, r * s_q, s_k]);
+        probs.matmul(v).reshape([b, h, s_q, dh])
+    }
+
+    /// # Shapes
+    /// - `out`: `[B, H, S, Dh]` -> `[B, S, D]`
+    pub fn merge_heads(&self, out: Tensor<B, 4>, b: usize, s: usize) -> Tensor<B, 3> {
+        let out = out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+}

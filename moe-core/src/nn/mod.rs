@@ -1,0 +1,13 @@
+//! Dense building blocks of the decoder: normalisation, rotary embeddings, attention, SwiGLU.
+
+mod attention;
+mod mask;
+mod rms_norm;
+mod rope;
+mod swiglu;
+
+pub use attention::{Attention, AttentionConfig};
+pub use mask::attention_mask;
+pub use rms_norm::{RmsNorm, RmsNormConfig};
+pub use rope::{RotaryEmbedding, RotaryEmbeddingConfig};
+pub use swiglu::{SwiGlu, SwiGluConfig};

@@ -1,0 +1,84 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+/// Configuration of [`RotaryEmbedding`].
+#[derive(Config, Debug)]
+pub struct RotaryEmbeddingConfig {
+    /// Size of each head; the rotation pairs dimension `i` with `i + head_dim/2`.
+    pub head_dim: usize,
+    /// Positions in the precomputed table.
+    pub max_seq_len: usize,
+    #[config(default = 10000.0)]
+    pub theta: f64,
+}
+
+impl RotaryEmbeddingConfig {
+    /// Precomputes the cos/sin tables.
+    ///
+    /// They are computed on the host in f32 with HF's formula (`inv_freq = 1 / theta^(2i/Dh)` in
+    /// f32, then `pos * inv_freq` in f32) so that positions round exactly as in transformers.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> RotaryEmbedding<B> {
+        let half = self.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (self.theta as f32).powf((2 * i) as f32 / self.head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(self.max_seq_len * self.head_dim);
+        let mut sin = Vec::with_capacity(self.max_seq_len * self.head_dim);
+        for pos in 0..self.max_seq_len {
+            // `emb = cat(freqs, freqs)`: both halves of a head share the frequencies.
+            for _ in 0..2 {
+                for f in &inv_freq {
+                    let angle = pos as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let shape = [self.max_seq_len, self.head_dim];
+        RotaryEmbedding {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+}
+
+/// Rotary position embedding in HF's rotate-half convention.
+///
+/// `burn::nn::RotaryEncoding` rotates interleaved pairs `(x[2i], x[2i+1])`; HF checkpoints order
+/// the q/k projection rows for rotate-half, so that module would compute a different function.
+#[derive(Module, Debug)]
+pub struct RotaryEmbedding<B: Backend> {
+    /// `[max_seq_len, Dh]`; a constant, not a parameter.
+    pub cos: Tensor<B, 2>,
+    /// `[max_seq_len, Dh]`.
+    pub sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> RotaryEmbedding<B> {
+    /// Rotates `x` whose sequence positions start at `start`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, H, S, Dh]` -> `[B, H, S, Dh]`
+    pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let [_, _, s, dh] = x.dims();
+        let dtype = x.dtype();
+        let cos = self.cos.clone().narrow(0, start, s).cast(dtype).reshape([1, 1, s, dh]);
+        let sin = self.sin.clone().narrow(0, start, s).cast(dtype).reshape([1, 1, s, dh]);
+        x.clone() * cos + rotate_half(x) * sin
+    }
+
+    /// Positions the table covers.
+    pub fn max_seq_len(&self) -> usize {
+        self.cos.dims()[0]
+    }
+}
+
+/// `[x1, x2] -> [-x2, x1]` on the last dimension.
+fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dh = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, dh / 2);
+    let x2 = x.narrow(3, dh / 2, dh / 2);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}

@@ -1,0 +1,1 @@
+pub use moe_core;

@@ -1,0 +1,14 @@
+//! One integration-test binary for the workspace (each test binary re-instantiates Burn's
+//! generics, which costs minutes of build time on small machines).
+
+mod common;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod equivalence;
+mod gradients;
+mod import_errors;
+mod parity;
+mod roundtrip;
+mod training;
+#[cfg(feature = "wgpu")]
+mod wgpu;
