@@ -4,7 +4,9 @@ use burn::tensor::{Bool, Int, Tensor};
 
 use crate::config::MixtralConfig;
 use crate::moe::{SparseMoe, SparseMoeConfig};
-use crate::nn::{Attention, AttentionConfig, RmsNorm, RmsNormConfig, RotaryEmbedding};
+use crate::nn::{
+    attention_mask, Attention, AttentionConfig, LayerKvCache, RmsNorm, RmsNormConfig, RotaryEmbedding,
+};
 
 /// One pre-norm Mixtral decoder layer: `x + attn(norm(x))`, then `h + moe(norm(h))`.
 #[derive(Module, Debug)]
@@ -59,6 +61,30 @@ impl<B: Backend> DecoderLayer<B> {
             .self_attn
             .forward(self.input_layernorm.forward(x.clone()), rope, mask, 0);
         self.feed_forward(x + attn, top_k)
+    }
+
+    /// Incremental forward: the new positions `start..start + S` attend over the cached ones.
+    /// With a sliding window `w`, only the last `w - 1` cached positions are read.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, S, D]` -> `hidden` `[B, S, D]`
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEmbedding<B>,
+        cache: &mut LayerKvCache<B>,
+        start: usize,
+        sliding_window: Option<usize>,
+        top_k: usize,
+    ) -> DecoderLayerOutput<B> {
+        let [b, s, _] = x.dims();
+        let attn = &self.self_attn;
+        let (q, k, v) = attn.project(self.input_layernorm.forward(x.clone()), rope, start);
+        let lo = sliding_window.map_or(0, |w| start.saturating_sub(w - 1));
+        let (k, v) = cache.append(k, v, start, lo);
+        let mask = attention_mask::<B>(s, start + s - lo, start - lo, sliding_window, &x.device());
+        let out = attn.merge_heads(attn.attend(q, k, v, mask), b, s);
+        self.feed_forward(x + out, top_k)
     }
 
     /// The second half of the layer: `h + moe(norm(h))`.

@@ -5,7 +5,9 @@ use burn::tensor::{Int, Tensor};
 
 use super::DecoderLayer;
 use crate::config::MixtralConfig;
-use crate::nn::{attention_mask, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig};
+use crate::nn::{
+    attention_mask, KvCache, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig,
+};
 
 /// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
 ///
@@ -82,6 +84,67 @@ impl<B: Backend> Mixtral<B> {
             router_logits.push(out.router_logits);
             experts.push(out.experts);
         }
+        MixtralOutput {
+            logits: self.lm_logits(x),
+            router_logits,
+            experts,
+        }
+    }
+
+    /// An empty KV cache for `batch` sequences of up to `capacity` positions.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+        let c = &self.config;
+        KvCache::new(
+            c.n_layers,
+            batch,
+            c.n_kv_heads,
+            capacity,
+            c.head_dim,
+            &self.embed_tokens.weight.device(),
+        )
+    }
+
+    /// Forward pass of the next `S` tokens of each sequence, continuing after the positions
+    /// already in `cache` (a prompt in one call, then one token at a time). Computes the same
+    /// function as [`Self::forward`] on the whole sequence.
+    ///
+    /// Panics if the cache or the RoPE table has no room for the new positions; callers size
+    /// the cache from the prompt and the number of tokens to generate.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[B, S]` -> `logits` `[B, S, V]`
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+        top_k: usize,
+    ) -> MixtralOutput<B> {
+        let [_, s] = input_ids.dims();
+        let start = cache.len();
+        assert!(
+            start + s <= cache.capacity() && start + s <= self.rope.max_seq_len(),
+            "{} positions do not fit the KV cache ({}) or the context ({})",
+            start + s,
+            cache.capacity(),
+            self.rope.max_seq_len()
+        );
+        let mut x = self.embed_tokens.forward(input_ids);
+        let mut router_logits = Vec::with_capacity(self.layers.len());
+        let mut experts = Vec::with_capacity(self.layers.len());
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let out = layer.forward_cached(
+                x,
+                &self.rope,
+                layer_cache,
+                start,
+                self.config.sliding_window,
+                top_k,
+            );
+            x = out.hidden;
+            router_logits.push(out.router_logits);
+            experts.push(out.experts);
+        }
+        cache.advance(s);
         MixtralOutput {
             logits: self.lm_logits(x),
             router_logits,

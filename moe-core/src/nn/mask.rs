@@ -1,8 +1,9 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
-/// The attention mask of `s_q` queries at positions `offset..offset + s_q` over `s_k` keys at
-/// positions `0..s_k` (`true` = masked).
+/// The attention mask of `s_q` queries over `s_k` keys (`true` = masked), where query `i` is
+/// `offset` positions after key `i` (queries at `offset..offset + s_q` over keys at `0..s_k`,
+/// shifted by however many old keys the caller left out).
 ///
 /// A query at position `p` sees keys `k <= p` and, with a sliding window `w`, only `k > p - w`
 /// (so `w` keys, itself included), exactly as transformers' `sliding_window_causal_mask`.

@@ -1,12 +1,14 @@
 //! Dense building blocks of the decoder: normalisation, rotary embeddings, attention, SwiGLU.
 
 mod attention;
+mod kv_cache;
 mod mask;
 mod rms_norm;
 mod rope;
 mod swiglu;
 
 pub use attention::{Attention, AttentionConfig};
+pub use kv_cache::{KvCache, LayerKvCache};
 pub use mask::attention_mask;
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rope::{RotaryEmbedding, RotaryEmbeddingConfig};
