@@ -1,1 +1,2 @@
 pub use moe_core;
+pub use moe_infer;

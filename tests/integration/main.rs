@@ -7,6 +7,7 @@ mod cuda;
 mod equivalence;
 mod gradients;
 mod import_errors;
+mod infer;
 mod kv_cache;
 mod parity;
 mod roundtrip;

@@ -1,0 +1,131 @@
+//! Batched, KV-cached autoregressive generation.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use moe_core::model::Mixtral;
+
+use crate::error::{check_ids, InferError};
+use crate::sampling::{Sampler, SamplingConfig};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingConfig,
+    /// Generation of a sequence ends after it produces one of these (e.g. EOS).
+    pub stop_tokens: Vec<u32>,
+    /// Experts per token instead of the model's `top_k` (llama.cpp's `--override-kv` idiom).
+    pub experts_per_token: Option<usize>,
+}
+
+/// The generated sequences and how fast they came.
+#[derive(Debug, Clone)]
+pub struct GenerationOutput {
+    /// Per sequence: the prompt followed by the generated tokens.
+    pub sequences: Vec<Vec<u32>>,
+    /// Prompt tokens processed (all sequences).
+    pub prompt_tokens: usize,
+    /// Tokens generated (all sequences).
+    pub generated_tokens: usize,
+    /// Wall time of the prompt pass, the first token's logits included.
+    pub prompt_secs: f64,
+    /// Wall time of the decode steps after the prompt.
+    pub decode_secs: f64,
+}
+
+impl GenerationOutput {
+    pub fn prompt_tokens_per_sec(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_secs.max(1e-9)
+    }
+
+    /// Decode throughput; the first generated token comes from the prompt pass.
+    pub fn decode_tokens_per_sec(&self) -> f64 {
+        let decoded = self.generated_tokens.saturating_sub(self.sequences.len());
+        decoded as f64 / self.decode_secs.max(1e-9)
+    }
+}
+
+/// Continues each prompt by up to `config.max_new_tokens` tokens.
+///
+/// Prompts of equal length run as one batch through one KV cache; `on_token(sequence, token)`
+/// is called as each token is chosen, for streaming. Each sequence samples with its own RNG
+/// seeded `seed + index`, so its tokens do not depend on the rest of the batch.
+pub fn generate<B: Backend>(
+    model: &Mixtral<B>,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<GenerationOutput, InferError> {
+    let c = model.config();
+    let b = prompts.len();
+    let p = prompts.first().map_or(0, Vec::len);
+    if p == 0 {
+        return Err(InferError::EmptyPrompt);
+    }
+    if prompts.iter().any(|s| s.len() != p) {
+        return Err(InferError::RaggedBatch(prompts.iter().map(Vec::len).collect()));
+    }
+    for prompt in prompts {
+        check_ids(prompt, c.vocab_size)?;
+    }
+    let top_k = config.experts_per_token.unwrap_or(c.top_k);
+    if !(1..=c.n_experts).contains(&top_k) {
+        return Err(InferError::BadExpertsPerToken { got: top_k, n_experts: c.n_experts });
+    }
+    let capacity = p + config.max_new_tokens;
+    if capacity > c.max_seq_len {
+        return Err(InferError::ContextOverflow { needed: capacity, max: c.max_seq_len });
+    }
+
+    let device = model.embed_tokens.weight.device();
+    let mut cache = model.new_cache(b, capacity);
+    let mut samplers: Vec<Sampler> = (0..b)
+        .map(|i| {
+            Sampler::new(SamplingConfig {
+                seed: config.sampling.seed.wrapping_add(i as u64),
+                ..config.sampling.clone()
+            })
+        })
+        .collect();
+    let mut sequences = prompts.to_vec();
+    let mut finished = vec![config.max_new_tokens == 0; b];
+    let mut generated = 0;
+
+    let started = Instant::now();
+    let mut input: Vec<i64> = prompts.iter().flatten().map(|&t| t as i64).collect();
+    let mut step_len = p;
+    let mut prompt_secs = None;
+    while !finished.iter().all(|&f| f) {
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [b, step_len]), &device);
+        let logits = model.forward_cached(ids, &mut cache, top_k).logits;
+        let last = logits.narrow(1, step_len - 1, 1).reshape([b, c.vocab_size]);
+        let mut host: Vec<f32> = last.into_data().iter::<f32>().collect();
+        prompt_secs.get_or_insert_with(|| started.elapsed().as_secs_f64());
+
+        input = Vec::with_capacity(b);
+        for (i, row) in host.chunks_mut(c.vocab_size).enumerate() {
+            if finished[i] {
+                // Keeps the batch rectangular; the token is never recorded.
+                input.push(*sequences[i].last().expect("non-empty") as i64);
+                continue;
+            }
+            let token = samplers[i].sample(row, &sequences[i]);
+            sequences[i].push(token);
+            generated += 1;
+            on_token(i, token);
+            finished[i] = config.stop_tokens.contains(&token) || sequences[i].len() == capacity;
+            input.push(token as i64);
+        }
+        step_len = 1;
+    }
+    let prompt_secs = prompt_secs.unwrap_or(0.0);
+    Ok(GenerationOutput {
+        sequences,
+        prompt_tokens: b * p,
+        generated_tokens: generated,
+        prompt_secs,
+        decode_secs: started.elapsed().as_secs_f64() - prompt_secs,
+    })
+}

@@ -1,0 +1,12 @@
+//! Inference for Mixtral-architecture checkpoints: KV-cached generation with HF-style sampling,
+//! and scoring (NLL, perplexity, router losses), on any Burn backend.
+
+pub mod error;
+pub mod generate;
+pub mod sampling;
+pub mod score;
+
+pub use error::InferError;
+pub use generate::{generate, GenerationConfig, GenerationOutput};
+pub use sampling::{Sampler, SamplingConfig};
+pub use score::{score, ScoreOutput};

@@ -1,0 +1,111 @@
+//! The `moe-infer` binary as a user runs it (this test file spawns the binary and links no
+//! backend code of its own).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+fn moe_infer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moe-infer")).args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn reference(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn greedy_generate_reproduces_transformers() {
+    for name in ["tiny-mixtral", "tiny-swa-bf16-sharded"] {
+        let want: Vec<u64> = reference(name)["gen_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let prompt = want[..8].iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let model = fixture(name);
+        let new = (want.len() - 8).to_string();
+        let out = moe_infer(&[
+            "generate", "--model", model.to_str().unwrap(), "--prompt-ids", &prompt,
+            "--max-new-tokens", &new, "--temperature", "0", "--json",
+        ]);
+        let got = json(&out);
+        let ids: Vec<u64> = got["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(ids, want, "{name}");
+        assert!(got["decode_tokens_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(got["prompt_tokens_per_sec"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn score_matches_transformers_and_dumps_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny-mixtral", "tiny-swa-bf16-sharded"] {
+        let bytes = std::fs::read(fixture(name).join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let ids = st.tensor("input_ids").unwrap();
+        let s = ids.shape()[1];
+        let ids: Vec<i64> = ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let lines: Vec<String> = ids
+            .chunks(s)
+            .map(|r| r.iter().map(i64::to_string).collect::<Vec<_>>().join(" "))
+            .collect();
+        let ids_file = dir.path().join(format!("{name}.txt"));
+        std::fs::write(&ids_file, lines.join("\n")).unwrap();
+        let dump = dir.path().join(format!("{name}.safetensors"));
+        let out = moe_infer(&[
+            "score", "--model", fixture(name).to_str().unwrap(), "--token-ids", ids_file.to_str().unwrap(),
+            "--dump-logits", dump.to_str().unwrap(), "--json",
+        ]);
+        let got = json(&out);
+        let r = reference(name);
+        for key in ["lm_loss", "aux_loss"] {
+            let ours = if key == "lm_loss" { &got["mean_nll"] } else { &got["aux_loss"] };
+            assert!((ours.as_f64().unwrap() - r[key].as_f64().unwrap()).abs() <= 1e-5, "{name} {key}");
+        }
+        assert!((got["perplexity"].as_f64().unwrap() - r["lm_loss"].as_f64().unwrap().exp()).abs() < 1e-2);
+
+        let dumped = std::fs::read(&dump).unwrap();
+        let dumped = safetensors::SafeTensors::deserialize(&dumped).unwrap();
+        let f32s = |t: safetensors::tensor::TensorView| -> Vec<f32> {
+            t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        };
+        for key in ["logits", "router_logits"] {
+            let (a, b) = (dumped.tensor(key).unwrap(), st.tensor(key).unwrap());
+            assert_eq!(a.shape(), b.shape(), "{key}");
+            let diff = f32s(a).iter().zip(f32s(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(diff <= 1e-4, "{name} {key}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_exits_nonzero_with_a_message() {
+    let tiny = fixture("tiny-mixtral");
+    let tiny = tiny.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["generate", "--model", "/no/such/model", "--prompt-ids", "1"], "/no/such/model"),
+        (&["generate", "--model", tiny, "--prompt-ids", "1,999"], "token id 999"),
+        (&["generate", "--model", tiny, "--prompt-ids", "1,x"], "\"x\" is not a token id"),
+        (&["generate", "--model", tiny, "--prompt-ids", "1", "-n", "300"], "context"),
+        (&["score", "--model", tiny, "--token-ids", "/no/such/file"], "/no/such/file"),
+    ];
+    for (args, needle) in cases {
+        let out = moe_infer(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let out = moe_infer(&["generate", "--model", tiny, "--prompt-ids", "1", "--backend", "tpu"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown backend `tpu`"));
+}
