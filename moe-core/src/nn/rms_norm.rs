@@ -42,9 +42,10 @@ impl<B: Backend> RmsNorm<B> {
         let dtype = x.dtype();
         let x = x.cast(FloatDType::F32);
         let variance = x.clone().square().mean_dim(N - 1);
-        // A division, not `* rsqrt`: burn-ndarray 0.21's `recip` is an approximate SIMD
-        // reciprocal (5e-5 relative error), enough to move logits by 1e-4.
-        let normed = x / variance.add_scalar(self.epsilon).sqrt();
+        // `powf(-0.5)`, not `recip` or a division: burn-ndarray 0.21's `recip` is an approximate
+        // SIMD reciprocal (5e-5 relative error, enough to move logits by 1e-4), and autodiff's
+        // backward of a division calls `recip` too. `powf` is exact both ways.
+        let normed = x * variance.add_scalar(self.epsilon).powf_scalar(-0.5);
         let weight = self.weight.val().unsqueeze::<N>();
         normed.cast(dtype) * weight
     }
