@@ -3,7 +3,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use moe_core::loss::{causal_lm_loss, load_balancing_loss, router_z_loss};
+use moe_core::loss::{load_balancing_loss, router_z_loss};
 use moe_core::model::Mixtral;
 
 use crate::error::{check_ids, InferError};
@@ -50,23 +50,24 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
     let out = model.forward(ids.clone());
 
-    let mean_nll = causal_lm_loss(out.logits.clone(), ids.clone()).into_scalar().elem::<f64>();
     let aux_loss = load_balancing_loss(&out.router_logits, c.top_k, None)
         .into_scalar()
         .elem::<f64>();
     let z_loss = router_z_loss(&out.router_logits).into_scalar().elem::<f64>();
 
-    // Per-token NLL for the per-sequence means.
+    // One per-token NLL pass serves both means (HF's `lm_loss` is the mean over all of them).
     let v = c.vocab_size;
     let targets = ids.narrow(1, 1, s - 1).reshape([b * (s - 1), 1]);
     let nll = log_softmax(out.logits.clone().narrow(1, 0, s - 1).reshape([b * (s - 1), v]), 1)
         .gather(1, targets)
         .neg();
     let nll: Vec<f32> = nll.into_data().iter::<f32>().collect();
-    let sequence_nll = nll
+    let sequence_nll: Vec<f64> = nll
         .chunks(s - 1)
         .map(|row| row.iter().map(|&x| x as f64).sum::<f64>() / (s - 1) as f64)
         .collect();
+    // Every sequence has s - 1 predictions, so the overall mean is the mean of the means.
+    let mean_nll = sequence_nll.iter().sum::<f64>() / b as f64;
 
     Ok(ScoreOutput {
         sequence_nll,

@@ -3,7 +3,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::DecoderLayer;
+use super::{DecoderLayer, DecoderLayerOutput};
 use crate::config::MixtralConfig;
 use crate::nn::{
     attention_mask, KvCache, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig,
@@ -73,22 +73,12 @@ impl<B: Backend> Mixtral<B> {
     /// [`Self::forward`] with `top_k` experts per token instead of the configured number.
     pub fn forward_k(&self, input_ids: Tensor<B, 2, Int>, top_k: usize) -> MixtralOutput<B> {
         let [_, s] = input_ids.dims();
-        let device = input_ids.device();
-        let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
-        let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &device);
-        let mut router_logits = Vec::with_capacity(self.layers.len());
-        let mut experts = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let out = layer.forward(x, &self.rope, mask.clone(), top_k);
-            x = out.hidden;
-            router_logits.push(out.router_logits);
-            experts.push(out.experts);
-        }
-        MixtralOutput {
-            logits: self.lm_logits(x),
-            router_logits,
-            experts,
-        }
+        let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &input_ids.device());
+        let layers = self.layers.iter().map(|layer| {
+            let mask = mask.clone();
+            move |x| layer.forward(x, &self.rope, mask, top_k)
+        });
+        self.run(input_ids, layers)
     }
 
     /// An empty KV cache for `batch` sequences of up to `capacity` positions.
@@ -128,23 +118,29 @@ impl<B: Backend> Mixtral<B> {
             cache.capacity(),
             self.rope.max_seq_len()
         );
-        let mut x = self.embed_tokens.forward(input_ids);
+        let window = self.config.sliding_window;
+        let layers = self.layers.iter().zip(cache.layers.iter_mut()).map(|(layer, layer_cache)| {
+            move |x| layer.forward_cached(x, &self.rope, layer_cache, start, window, top_k)
+        });
+        let out = self.run(input_ids, layers);
+        cache.advance(s);
+        out
+    }
+
+    /// Embedding, then each layer step in turn, then the head; collects the router outputs.
+    fn run<F>(&self, input_ids: Tensor<B, 2, Int>, layers: impl Iterator<Item = F>) -> MixtralOutput<B>
+    where
+        F: FnOnce(Tensor<B, 3>) -> DecoderLayerOutput<B>,
+    {
+        let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
         let mut router_logits = Vec::with_capacity(self.layers.len());
         let mut experts = Vec::with_capacity(self.layers.len());
-        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let out = layer.forward_cached(
-                x,
-                &self.rope,
-                layer_cache,
-                start,
-                self.config.sliding_window,
-                top_k,
-            );
+        for layer in layers {
+            let out = layer(x);
             x = out.hidden;
             router_logits.push(out.router_logits);
             experts.push(out.experts);
         }
-        cache.advance(s);
         MixtralOutput {
             logits: self.lm_logits(x),
             router_logits,
