@@ -23,6 +23,9 @@ pub enum InferError {
 
     #[error("experts per token must be in 1..={n_experts}, got {got}")]
     BadExpertsPerToken { got: usize, n_experts: usize },
+
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer { path: std::path::PathBuf, reason: String },
 }
 
 /// Checks token ids against the vocabulary.

@@ -5,8 +5,10 @@ pub mod error;
 pub mod generate;
 pub mod sampling;
 pub mod score;
+pub mod tokenizer;
 
 pub use error::InferError;
 pub use generate::{generate, GenerationConfig, GenerationOutput};
 pub use sampling::{Sampler, SamplingConfig};
 pub use score::{score, ScoreOutput};
+pub use tokenizer::{TextStream, TextTokenizer};

@@ -11,6 +11,7 @@ mod infer;
 mod kv_cache;
 mod parity;
 mod roundtrip;
+mod train_runs;
 mod training;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -1,0 +1,150 @@
+//! Text <-> token ids through the `tokenizers` crate, with the special ids a model needs.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+
+use crate::error::InferError;
+
+/// Names special tokens go by in common tokenizers, most likely first.
+const BOS_NAMES: &[&str] = &["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"];
+const EOS_NAMES: &[&str] = &["</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|eot_id|>"];
+
+/// A `tokenizer.json` with its BOS/EOS ids resolved.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    bos: Option<u32>,
+    eos: Option<u32>,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
+    }
+}
+
+impl TextTokenizer {
+    /// Reads a `tokenizer.json` (HF fast-tokenizer format).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, InferError> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(InferError::Tokenizer {
+                path: path.into(),
+                reason: "no such file (a Hub model folder has tokenizer.json next to config.json)".into(),
+            });
+        }
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| InferError::Tokenizer { path: path.into(), reason: e.to_string() })?;
+        Ok(Self::new(inner))
+    }
+
+    /// `model_dir/tokenizer.json`, if the folder has one.
+    pub fn from_model_dir(model_dir: impl AsRef<Path>) -> Result<Option<Self>, InferError> {
+        let path = model_dir.as_ref().join("tokenizer.json");
+        if path.is_file() {
+            Self::from_file(path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Wraps a tokenizer, finding BOS/EOS among its special tokens by their usual names.
+    pub fn new(inner: Tokenizer) -> Self {
+        let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
+        let bos = find(BOS_NAMES);
+        let eos = find(EOS_NAMES);
+        Self { inner, bos, eos }
+    }
+
+    /// Overrides the special ids (e.g. with the model config's `bos_token_id` / `eos_token_id`).
+    pub fn with_special_ids(mut self, bos: Option<u32>, eos: Option<u32>) -> Self {
+        self.bos = bos.or(self.bos);
+        self.eos = eos.or(self.eos);
+        self
+    }
+
+    /// Token ids of `text`. With `add_special_tokens` the tokenizer's post-processor runs (for
+    /// Mistral/Mixtral tokenizers: a leading `<s>`), as HF's `tokenizer(text)` does.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, InferError> {
+        let encoding = self.inner.encode(text, add_special_tokens).map_err(|e| self.error(e))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids`; `skip_special_tokens` drops `<s>`, `</s>` and the like.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, InferError> {
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| self.error(e))
+    }
+
+    /// Incremental decoder for streaming the continuation of `prefix` (e.g. the prompt): feed
+    /// ids one at a time, get text as soon as it is whole (a multi-byte character split over
+    /// byte-fallback tokens comes out once complete). The prefix keeps word-initial spaces right.
+    pub fn stream(&self, prefix: &[u32], skip_special_tokens: bool) -> Result<TextStream<'_>, InferError> {
+        let emitted = self.decode(prefix, skip_special_tokens)?.len();
+        Ok(TextStream { tokenizer: self, ids: prefix.to_vec(), emitted, skip_special_tokens })
+    }
+
+    /// Vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The wrapped `tokenizers::Tokenizer`.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// Writes `tokenizer.json`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), InferError> {
+        let path = path.as_ref();
+        self.inner
+            .save(path, false)
+            .map_err(|e| InferError::Tokenizer { path: path.into(), reason: e.to_string() })
+    }
+
+    fn error(&self, e: tokenizers::Error) -> InferError {
+        InferError::Tokenizer { path: PathBuf::from("tokenizer.json"), reason: e.to_string() }
+    }
+}
+
+/// Text of a growing id sequence, handed out piece by piece (see [`TextTokenizer::stream`]).
+///
+/// Decodes the whole sequence each step and emits what was added, holding back a trailing
+/// U+FFFD (an incomplete UTF-8 character) until the next token completes it. Quadratic in the
+/// sequence length, which is negligible next to a model step.
+pub struct TextStream<'a> {
+    tokenizer: &'a TextTokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+    skip_special_tokens: bool,
+}
+
+impl TextStream<'_> {
+    /// Adds one token; returns the new text it completes, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>, InferError> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids, self.skip_special_tokens)?;
+        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(None);
+        }
+        let piece = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(piece))
+    }
+}

@@ -1,0 +1,50 @@
+//! The training objective, assembled as HF's `MixtralForCausalLM` does.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use moe_core::loss::{causal_lm_loss, load_balancing_loss, router_z_loss};
+use moe_core::model::{Mixtral, MixtralOutput};
+
+/// The objective and its parts, each `[1]`.
+#[derive(Debug, Clone)]
+pub struct Objective<B: Backend> {
+    /// `lm_loss + aux_coef * aux_loss + z_coef * z_loss`: what is differentiated.
+    pub total: Tensor<B, 1>,
+    /// Next-token cross-entropy (labels = inputs shifted by one).
+    pub lm_loss: Tensor<B, 1>,
+    /// Load-balancing loss (HF `load_balancing_loss_func`, unscaled).
+    pub aux_loss: Tensor<B, 1>,
+    /// Router z-loss (unscaled).
+    pub z_loss: Tensor<B, 1>,
+}
+
+/// Runs the model on `input_ids` and assembles the objective. With a coefficient of 0 the part
+/// is still computed (it is logged) but kept out of the graph.
+///
+/// # Shapes
+/// - `input_ids`: `[B, S]`
+pub fn objective<B: Backend>(
+    model: &Mixtral<B>,
+    input_ids: Tensor<B, 2, Int>,
+    aux_coef: f64,
+    z_coef: f64,
+) -> Objective<B> {
+    let MixtralOutput { logits, router_logits, .. } = model.forward(input_ids.clone());
+    let top_k = model.config().top_k;
+    let lm_loss = causal_lm_loss(logits, input_ids);
+    let detached = |ls: &[Tensor<B, 2>]| ls.iter().map(|l| l.clone().detach()).collect::<Vec<_>>();
+    let aux_loss = if aux_coef > 0.0 {
+        load_balancing_loss(&router_logits, top_k, None)
+    } else {
+        load_balancing_loss(&detached(&router_logits), top_k, None)
+    };
+    let z_loss = if z_coef > 0.0 { router_z_loss(&router_logits) } else { router_z_loss(&detached(&router_logits)) };
+    let mut total = lm_loss.clone();
+    if aux_coef > 0.0 {
+        total = total + aux_loss.clone().mul_scalar(aux_coef);
+    }
+    if z_coef > 0.0 {
+        total = total + z_loss.clone().mul_scalar(z_coef);
+    }
+    Objective { total, lm_loss, aux_loss, z_loss }
+}

@@ -1,0 +1,194 @@
+//! AdamW with two parameter groups, global-norm gradient clipping and the LR schedule.
+//!
+//! Burn's `AdamW` decays every parameter and clips each gradient on its own; training recipes
+//! (nanoGPT, HF `Trainer`) exempt norms and embeddings from decay and clip the norm of all
+//! gradients together, so both are done here around two stock Burn optimizers.
+
+use std::collections::HashSet;
+use std::f64::consts::PI;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use moe_core::model::Mixtral;
+
+use crate::config::TrainingSettings;
+
+/// Learning rate of optimizer step `step` (0-based): linear warmup to `lr` over `warmup_steps`,
+/// cosine decay to `min_lr_ratio * lr` at `lr_decay_steps`, constant after.
+pub fn learning_rate(step: usize, t: &TrainingSettings) -> f64 {
+    let min_lr = t.lr * t.min_lr_ratio;
+    if step < t.warmup_steps {
+        return t.lr * (step + 1) as f64 / t.warmup_steps as f64;
+    }
+    if step >= t.lr_decay_steps {
+        return min_lr;
+    }
+    let progress = (step - t.warmup_steps) as f64 / (t.lr_decay_steps - t.warmup_steps).max(1) as f64;
+    min_lr + 0.5 * (1.0 + (PI * progress).cos()) * (t.lr - min_lr)
+}
+
+type Adam<B> = OptimizerAdaptor<AdamW, Mixtral<B>, B>;
+
+/// AdamW over a Mixtral: weight decay for matrices (and, if asked, the embedding), none for
+/// norms.
+pub struct MoeOptimizer<B: AutodiffBackend> {
+    /// Parameters that decay.
+    pub decay: Adam<B>,
+    /// Parameters that do not.
+    pub no_decay: Adam<B>,
+    no_decay_ids: HashSet<ParamId>,
+}
+
+impl<B: AutodiffBackend> MoeOptimizer<B> {
+    pub fn new(t: &TrainingSettings, model: &Mixtral<B>) -> Self {
+        let adam = |decay: f64| {
+            AdamWConfig::new()
+                .with_beta_1(t.beta1 as f32)
+                .with_beta_2(t.beta2 as f32)
+                .with_epsilon(t.epsilon as f32)
+                .with_weight_decay(decay as f32)
+                .init::<B, Mixtral<B>>()
+        };
+        let mut groups = Groups {
+            path: Vec::new(),
+            decay_embeddings: t.decay_embeddings,
+            decay_norms: t.decay_norms,
+            no_decay: HashSet::new(),
+        };
+        model.visit(&mut groups);
+        Self { decay: adam(t.weight_decay), no_decay: adam(0.0), no_decay_ids: groups.no_decay }
+    }
+
+    /// One AdamW update of every parameter that has a gradient.
+    pub fn step(&mut self, lr: f64, model: Mixtral<B>, mut grads: GradientsParams) -> Mixtral<B> {
+        let mut split = SplitGrads { ids: &self.no_decay_ids, from: &mut grads, to: GradientsParams::new() };
+        model.visit(&mut split);
+        let no_decay = split.to;
+        let model = self.decay.step(lr, model, grads);
+        self.no_decay.step(lr, model, no_decay)
+    }
+
+    /// Parameters in the no-decay group (norm weights, and the embedding unless it decays).
+    pub fn no_decay_count(&self) -> usize {
+        self.no_decay_ids.len()
+    }
+}
+
+/// Sorts parameters by rank and path: rank < 2 (norms) and the embedding decay only if asked.
+struct Groups {
+    path: Vec<String>,
+    decay_embeddings: bool,
+    decay_norms: bool,
+    no_decay: HashSet<ParamId>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Groups {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let embedding = self.path.iter().any(|p| p == "embed_tokens");
+        if (D < 2 && !self.decay_norms) || (embedding && !self.decay_embeddings) {
+            self.no_decay.insert(param.id);
+        }
+    }
+}
+
+struct SplitGrads<'a> {
+    ids: &'a HashSet<ParamId>,
+    from: &'a mut GradientsParams,
+    to: GradientsParams,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SplitGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.ids.contains(&param.id) {
+            if let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id) {
+                self.to.register(param.id, g);
+            }
+        }
+    }
+}
+
+/// The L2 norm of all gradients together (read back to the host: one sync per step).
+pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> f32 {
+    let mut norm = SquaredNorm::<B> { grads, sum: None };
+    model.visit(&mut norm);
+    norm.sum.map_or(0.0, |s| s.into_scalar().elem::<f32>().sqrt())
+}
+
+struct SquaredNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    sum: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let sq = g.square().sum();
+            self.sum = Some(match self.sum.take() {
+                Some(s) => s + sq,
+                None => sq,
+            });
+        }
+    }
+}
+
+/// Scales every gradient by `factor` (torch's `clip_grad_norm_` with `max_norm / (norm + 1e-6)`).
+pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &mut GradientsParams, factor: f32) {
+    let mut scale = Scale { grads, factor };
+    model.visit(&mut scale);
+}
+
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f32,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// Clips to `max_norm` as torch does; returns the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: Option<f64>,
+) -> f32 {
+    let norm = global_grad_norm::<B, M>(model, grads);
+    if let Some(max_norm) = max_norm {
+        let factor = max_norm as f32 / (norm + 1e-6);
+        if factor < 1.0 && norm.is_finite() {
+            scale_grads::<B, M>(model, grads, factor);
+        }
+    }
+    norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let t = TrainingSettings { lr: 1.0, min_lr_ratio: 0.1, warmup_steps: 10, lr_decay_steps: 110, ..Default::default() };
+        assert!((learning_rate(0, &t) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(9, &t) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(10, &t) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(60, &t) - 0.55).abs() < 1e-12);
+        assert!((learning_rate(110, &t) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(5000, &t) - 0.1).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,178 @@
+//! PNG plots of a run, drawn from its `metrics.jsonl` (so a resumed run plots its whole history).
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use crate::error::{Result, TrainError};
+use crate::metrics::{EvalRecord, LogRecord, TrainRecord};
+
+/// DejaVu Sans Mono (Bitstream Vera licence, see assets/FONT-LICENSE): plots need no system fonts.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+
+fn register() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            eprintln!("warning: the embedded plot font did not load; plots will have no text");
+        }
+    });
+}
+
+/// Draws every plot the records allow into `dir`; returns the files written.
+pub fn draw_all(dir: &Path, records: &[LogRecord], tasks: &[&str]) -> Result<Vec<PathBuf>> {
+    register();
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let train: Vec<&TrainRecord> = records
+        .iter()
+        .filter_map(|r| if let LogRecord::Train(t) = r { Some(t) } else { None })
+        .collect();
+    let evals: Vec<&EvalRecord> = records
+        .iter()
+        .filter_map(|r| if let LogRecord::Eval(e) = r { Some(e) } else { None })
+        .collect();
+    let mut written = Vec::new();
+    if !train.is_empty() || !evals.is_empty() {
+        let path = dir.join("loss.png");
+        loss_curves(&path, &train, &evals).map_err(|e| plot_error(&path, e))?;
+        written.push(path);
+    }
+    if evals.len() >= 2 {
+        let path = dir.join("expert_load.png");
+        expert_load(&path, &evals).map_err(|e| plot_error(&path, e))?;
+        written.push(path);
+    }
+    if let Some(last) = evals.last().filter(|e| e.task_expert.is_some()) {
+        let path = dir.join("task_expert_routing.png");
+        routing_heatmap(&path, last, tasks).map_err(|e| plot_error(&path, e))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn plot_error(path: &Path, e: Box<dyn std::error::Error>) -> TrainError {
+    TrainError::Plot { path: path.into(), reason: e.to_string() }
+}
+
+fn loss_curves(path: &Path, train: &[&TrainRecord], evals: &[&EvalRecord]) -> DrawResult {
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let last_step = train.iter().map(|t| t.step).chain(evals.iter().map(|e| e.step)).max().unwrap_or(1).max(1);
+    let values = train.iter().map(|t| t.lm_loss).chain(evals.iter().map(|e| e.val_loss));
+    let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Loss", ("sans-serif", 26))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0..last_step, (lo * 0.95).max(0.0)..hi * 1.05)?;
+    chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats)").draw()?;
+    chart
+        .draw_series(LineSeries::new(train.iter().map(|t| (t.step, t.lm_loss)), &BLUE))?
+        .label("train (LM)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(evals.iter().map(|e| (e.step, e.val_loss)), RED.stroke_width(2)))?
+        .label("validation")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    chart.draw_series(evals.iter().map(|e| Circle::new((e.step, e.val_loss), 3, RED.filled())))?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn expert_load(path: &Path, evals: &[&EvalRecord]) -> DrawResult {
+    let layers = evals[0].expert_load.len();
+    let experts = evals[0].expert_load.first().map_or(0, Vec::len);
+    let root = BitMapBackend::new(path, (900, (260 * layers as u32).max(300))).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((layers, 1));
+    let last_step = evals.last().unwrap().step.max(1);
+    let top = evals.iter().flat_map(|e| e.expert_load.iter().flatten()).copied().fold(0.0, f64::max);
+    for (layer, panel) in panels.iter().enumerate() {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("Layer {layer}: share of routed tokens per expert"), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0..last_step, 0.0..(top * 1.1).max(1e-3))?;
+        chart.configure_mesh().x_desc("step").draw()?;
+        for e in 0..experts {
+            let color = Palette99::pick(e).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    evals.iter().map(|r| (r.step, r.expert_load[layer][e])),
+                    color.stroke_width(2),
+                ))?
+                .label(format!("expert {e}"))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+        }
+        let uniform = 1.0 / experts.max(1) as f64;
+        chart.draw_series(LineSeries::new([(0, uniform), (last_step, uniform)], BLACK.mix(0.4)))?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn routing_heatmap(path: &Path, eval: &EvalRecord, tasks: &[&str]) -> DrawResult {
+    let table = eval.task_expert.as_ref().expect("checked by the caller");
+    let layers = table.len();
+    let n_tasks = tasks.len().min(table[0].len());
+    let experts = table[0].first().map_or(0, Vec::len);
+    let root = BitMapBackend::new(path, (900, (70 * n_tasks as u32 + 110) * layers as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((layers, 1));
+    for (layer, panel) in panels.iter().enumerate() {
+        let nmi = eval.specialisation.as_ref().map_or(0.0, |s| s[layer]);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("Layer {layer}: task -> expert routing at step {} (NMI {nmi:.2})", eval.step),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(110)
+            .build_cartesian_2d((0..experts).into_segmented(), (0..n_tasks).into_segmented())?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(experts)
+            .y_labels(n_tasks)
+            .x_label_formatter(&|e| match e {
+                SegmentValue::CenterOf(e) => format!("expert {e}"),
+                _ => String::new(),
+            })
+            .y_label_formatter(&|t| match t {
+                SegmentValue::CenterOf(t) => tasks.get(*t).map_or(String::new(), |s| s.to_string()),
+                _ => String::new(),
+            })
+            .draw()?;
+        for (t, row) in table[layer].iter().take(n_tasks).enumerate() {
+            let total = row.iter().sum::<u64>().max(1) as f64;
+            for (e, &c) in row.iter().enumerate() {
+                let share = c as f64 / total;
+                let shade = (255.0 * (1.0 - share.min(1.0))) as u8;
+                let (x0, y0, x1, y1) =
+                    (SegmentValue::Exact(e), SegmentValue::Exact(t), SegmentValue::Exact(e + 1), SegmentValue::Exact(t + 1));
+                chart.draw_series(std::iter::once(Rectangle::new([(x0, y0), (x1, y1.clone())], RGBColor(shade, shade, 255).filled())))?;
+                // Text hangs down from its anchor: the cell's top-left corner.
+                chart.draw_series(std::iter::once(Text::new(
+                    format!(" {:.0}%", 100.0 * share),
+                    (SegmentValue::Exact(e), y1),
+                    ("sans-serif", 14),
+                )))?;
+            }
+        }
+    }
+    root.present()?;
+    Ok(())
+}
