@@ -27,7 +27,7 @@ fn main() -> Result<()> {
         stop_tokens: model.config().eos_token_ids.clone(),
         experts_per_token: None,
     };
-    let out = generate(&model, &[prompt.clone()], &config, |_, _| {})?;
+    let out = generate(&model, &[prompt.clone()], &config, |_, _| true)?;
     println!("prompt {prompt:?} -> {:?}", &out.sequences[0][prompt.len()..]);
 
     let scored = score(&model, &out.sequences)?;

@@ -50,13 +50,14 @@ impl GenerationOutput {
 /// Continues each prompt by up to `config.max_new_tokens` tokens.
 ///
 /// Prompts of equal length run as one batch through one KV cache; `on_token(sequence, token)`
-/// is called as each token is chosen, for streaming. Each sequence samples with its own RNG
+/// is called as each token is chosen, for streaming, and returns whether that sequence goes on
+/// (`false` ends it there, e.g. on a stop string). Each sequence samples with its own RNG
 /// seeded `seed + index`, so its tokens do not depend on the rest of the batch.
 pub fn generate<B: Backend>(
     model: &Mixtral<B>,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
-    mut on_token: impl FnMut(usize, u32),
+    mut on_token: impl FnMut(usize, u32) -> bool,
 ) -> Result<GenerationOutput, InferError> {
     let c = model.config();
     let b = prompts.len();
@@ -114,8 +115,8 @@ pub fn generate<B: Backend>(
             let token = samplers[i].sample(row, &sequences[i]);
             sequences[i].push(token);
             generated += 1;
-            on_token(i, token);
-            finished[i] = config.stop_tokens.contains(&token) || sequences[i].len() == capacity;
+            let go_on = on_token(i, token);
+            finished[i] = !go_on || config.stop_tokens.contains(&token) || sequences[i].len() == capacity;
             input.push(token as i64);
         }
         step_len = 1;

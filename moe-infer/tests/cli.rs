@@ -2,7 +2,8 @@
 //! backend code of its own).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
@@ -91,8 +92,11 @@ fn score_matches_transformers_and_dumps_logits() {
 fn bad_input_exits_nonzero_with_a_message() {
     let tiny = fixture("tiny-mixtral");
     let tiny = tiny.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["generate", "--model", "/no/such/model", "--prompt-ids", "1"], "/no/such/model"),
+        (&["generate", "--model", tiny, "--prompt", "hi"], "needs a tokenizer"),
+        (&["generate", "--model", tiny, "--prompt", "hi", "--tokenizer", "/no/tok.json"], "/no/tok.json"),
+        (&["inspect", "--model", "/no/such/model"], "/no/such/model"),
         (&["generate", "--model", tiny, "--prompt-ids", "1,999"], "token id 999"),
         (&["generate", "--model", tiny, "--prompt-ids", "1,x"], "\"x\" is not a token id"),
         (&["generate", "--model", tiny, "--prompt-ids", "1", "-n", "300"], "context"),
@@ -108,4 +112,72 @@ fn bad_input_exits_nonzero_with_a_message() {
     let out = moe_infer(&["generate", "--model", tiny, "--prompt-ids", "1", "--backend", "tpu"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown backend `tpu`"));
+}
+
+fn tokenizer_file() -> String {
+    fixture("tokenizer").join("tokenizer.json").to_str().unwrap().to_string()
+}
+
+#[test]
+fn text_prompts_stream_text_and_json_has_text() {
+    let tiny = fixture("tiny-mixtral");
+    let tok = tokenizer_file();
+    let base = ["generate", "--model", tiny.to_str().unwrap(), "--tokenizer", &tok, "-n", "12", "--temperature", "0"];
+    let mut args = base.to_vec();
+    args.extend(["--prompt", "Return a new list", "--json"]);
+    let got = json(&moe_infer(&args));
+    let ids = got["token_ids"].as_array().unwrap();
+    assert_eq!(ids[0].as_u64(), Some(1), "BOS first");
+    assert!(ids.len() > 5);
+    let text = got["text"].as_str().unwrap().to_string();
+
+    // Streaming prints the prompt and the same continuation.
+    let mut args = base.to_vec();
+    args.extend(["--prompt", "Return a new list"]);
+    let out = moe_infer(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim_end_matches('\n'), format!("Return a new list{text}"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tok/s"));
+
+    // Prompts of different lengths in one call; each equals its own single run.
+    let mut args = base.to_vec();
+    args.extend(["--prompt", "Return a new list", "--prompt", "héllo", "--json"]);
+    let both = json(&moe_infer(&args));
+    assert_eq!(both["text"][0].as_str().unwrap(), text);
+    assert_eq!(both["token_ids"][0], got["token_ids"]);
+}
+
+#[test]
+fn inspect_reports_counts_and_memory() {
+    let tiny = fixture("tiny-mixtral");
+    let got = json(&moe_infer(&["inspect", "--model", tiny.to_str().unwrap(), "--json"]));
+    let total = got["params_total"].as_u64().unwrap();
+    let active = got["params_active_per_token"].as_u64().unwrap();
+    assert!(active < total && active > 0);
+    assert_eq!(got["memory"]["f32"]["weights_bytes"].as_u64().unwrap(), 4 * total);
+    assert_eq!(got["memory"]["bf16"]["weights_bytes"].as_u64().unwrap(), 2 * total);
+    // The weights on disk are f32: the safetensors payload is about 4 bytes per parameter.
+    let on_disk = std::fs::metadata(tiny.join("model.safetensors")).unwrap().len();
+    assert!(on_disk >= 4 * total && on_disk < 4 * total + 64 * 1024, "{on_disk} vs {total}");
+}
+
+#[test]
+fn chat_answers_each_turn_until_exit() {
+    let tiny = fixture("tiny-mixtral");
+    let tok = tokenizer_file();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moe-infer"))
+        .args(["chat", "--model", tiny.to_str().unwrap(), "--tokenizer", &tok, "-n", "8", "--temperature", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello there\nand again\n/exit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("tok/s").count(), 2, "two answers: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().filter(|l| l.starts_with("> ")).count() >= 3, "three prompts: {stdout}");
 }

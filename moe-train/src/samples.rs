@@ -92,7 +92,7 @@ fn continue_ids<B: Backend>(
     };
     let stop_tokens: Vec<u32> = tokenizer.eos_id().into_iter().collect();
     let config = GenerationConfig { max_new_tokens, sampling, stop_tokens: stop_tokens.clone(), experts_per_token: None };
-    let out = generate(model, &[prompt.to_vec()], &config, |_, _| {})?;
+    let out = generate(model, &[prompt.to_vec()], &config, |_, _| true)?;
     let generated: Vec<u32> = out.sequences[0][prompt.len()..]
         .iter()
         .copied()

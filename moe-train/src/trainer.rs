@@ -24,6 +24,7 @@ use crate::optim::{clip_global_norm, learning_rate, MoeOptimizer};
 use crate::samples::{sample_tasks, Sample};
 
 /// Everything a run needs, prepared by the caller (the CLI or a test).
+#[derive(Debug)]
 pub struct RunSetup {
     /// Settings; `model.vocab_size` must equal the tokenizer's.
     pub config: TrainConfig,

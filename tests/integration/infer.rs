@@ -23,13 +23,16 @@ fn greedy_generation_reproduces_transformers() {
         let prompt: Vec<u32> = reference.i64("gen_prompt").1.iter().map(|&t| t as u32).collect();
         let want: Vec<u32> = reference.i64("gen_tokens").1.iter().map(|&t| t as u32).collect();
         let mut streamed = Vec::new();
-        let out = generate(&model, &[prompt.clone()], &greedy(want.len() - prompt.len()), |_, t| streamed.push(t))
+        let out = generate(&model, &[prompt.clone()], &greedy(want.len() - prompt.len()), |_, t| {
+            streamed.push(t);
+            true
+        })
             .unwrap();
         assert_eq!(out.sequences[0], want, "{name}");
         assert_eq!(streamed, want[prompt.len()..], "{name}");
 
         // A batch of the same prompt twice gives the same tokens for both.
-        let out = generate(&model, &[prompt.clone(), prompt.clone()], &greedy(8), |_, _| {}).unwrap();
+        let out = generate(&model, &[prompt.clone(), prompt.clone()], &greedy(8), |_, _| true).unwrap();
         assert_eq!(out.sequences[0], want[..prompt.len() + 8]);
         assert_eq!(out.sequences[1], want[..prompt.len() + 8]);
     }
@@ -56,16 +59,16 @@ fn scores_match_transformers() {
 fn bad_inputs_are_errors() {
     let device = Default::default();
     let model = load_hub_checkpoint::<Cpu>(fixture("tiny-mixtral"), &device).unwrap();
-    let err = generate(&model, &[vec![1, 512]], &greedy(4), |_, _| {}).unwrap_err();
+    let err = generate(&model, &[vec![1, 512]], &greedy(4), |_, _| true).unwrap_err();
     assert!(matches!(err, InferError::TokenOutOfVocab { id: 512, .. }), "{err}");
-    let err = generate(&model, &[vec![1; 250]], &greedy(10), |_, _| {}).unwrap_err();
+    let err = generate(&model, &[vec![1; 250]], &greedy(10), |_, _| true).unwrap_err();
     assert!(matches!(err, InferError::ContextOverflow { needed: 260, max: 256 }), "{err}");
-    let err = generate(&model, &[vec![]], &greedy(10), |_, _| {}).unwrap_err();
+    let err = generate(&model, &[vec![]], &greedy(10), |_, _| true).unwrap_err();
     assert!(matches!(err, InferError::EmptyPrompt), "{err}");
-    let err = generate(&model, &[vec![1, 2], vec![1]], &greedy(1), |_, _| {}).unwrap_err();
+    let err = generate(&model, &[vec![1, 2], vec![1]], &greedy(1), |_, _| true).unwrap_err();
     assert!(matches!(err, InferError::RaggedBatch(_)), "{err}");
     let config = GenerationConfig { experts_per_token: Some(5), ..greedy(1) };
-    let err = generate(&model, &[vec![1]], &config, |_, _| {}).unwrap_err();
+    let err = generate(&model, &[vec![1]], &config, |_, _| true).unwrap_err();
     assert!(matches!(err, InferError::BadExpertsPerToken { got: 5, n_experts: 4 }), "{err}");
     assert!(matches!(score(&model, &[vec![7]]).unwrap_err(), InferError::TooShortToScore));
 }

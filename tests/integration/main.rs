@@ -12,6 +12,7 @@ mod kv_cache;
 mod parity;
 mod roundtrip;
 mod train_runs;
+mod tokenizer;
 mod training;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -1,6 +1,7 @@
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
+
+use crate::nn::functional::{log_softmax, positive_reciprocal};
 
 /// Label value that takes no part in the loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -21,5 +22,6 @@ pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int
     let nll = log_softmax(logits, 1).gather(1, safe_targets).neg(); // [N, 1]
     let nll = nll.mask_fill(ignored.clone(), 0.0);
     let counted = ignored.bool_not().float().sum().clamp_min(1.0);
-    nll.sum() / counted
+    // A product with `counted^-1`, not a division: see `nn::functional`.
+    nll.sum() * positive_reciprocal(counted)
 }

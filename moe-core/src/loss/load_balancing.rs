@@ -1,4 +1,4 @@
-use burn::tensor::activation::softmax;
+use crate::nn::functional::{positive_reciprocal, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
@@ -51,7 +51,7 @@ pub fn load_balancing_loss<B: Backend>(
                 .sum_dim(0)
                 .squeeze_dim::<2>(0)
                 / total.clone(); // [K, E]
-            let prob = (probs * weight).sum_dim(0) / total; // [1, E]
+            let prob = (probs * weight).sum_dim(0) * positive_reciprocal(total); // [1, E]
             (tokens, prob)
         }
     };

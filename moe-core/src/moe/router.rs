@@ -1,7 +1,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::softmax;
+use crate::nn::functional::{positive_reciprocal, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
@@ -66,7 +66,7 @@ impl<B: Backend> Router<B> {
         // Renormalise over the chosen k, so the output is a convex combination of k experts
         // (Mixtral's choice; Switch-style routers keep the raw probabilities). The gradient
         // reaches the gate through these weights.
-        let weights = weights.clone() / weights.sum_dim(1);
+        let weights = weights.clone() * positive_reciprocal(weights.sum_dim(1));
         RouterOutput {
             logits,
             experts,

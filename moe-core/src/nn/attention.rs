@@ -1,7 +1,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::softmax;
+use super::functional::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, FloatDType, Tensor};
 

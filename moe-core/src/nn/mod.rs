@@ -1,6 +1,7 @@
 //! Dense building blocks of the decoder: normalisation, rotary embeddings, attention, SwiGLU.
 
 mod attention;
+pub mod functional;
 mod kv_cache;
 mod mask;
 mod rms_norm;
@@ -8,6 +9,7 @@ mod rope;
 mod swiglu;
 
 pub use attention::{Attention, AttentionConfig};
+pub use functional::{log_softmax, logsumexp, positive_reciprocal, softmax};
 pub use kv_cache::{KvCache, LayerKvCache};
 pub use mask::attention_mask;
 pub use rms_norm::{RmsNorm, RmsNormConfig};

@@ -1,0 +1,16 @@
+//! `moe-bench`: speed of the sparse MoE layer against its baselines, and of decoding.
+
+mod cli;
+mod decode;
+mod layer;
+mod timing;
+
+fn main() -> std::process::ExitCode {
+    match cli::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Softmax, log-softmax and log-sum-exp whose backward passes never call `recip`.
+//!
+//! burn 0.21's autodiff differentiates a division `a / b` and a `log(b)` through `recip(b)`, and
+//! burn-ndarray's `recip` is an approximate SIMD reciprocal (about 5e-5 relative error) applied
+//! to the aligned middle of a buffer only, so the gradients of Burn's own `softmax` and
+//! `log_softmax` are both inexact and dependent on where the allocator put the buffer: two runs
+//! of the same training step differ in the last bits. These versions multiply by
+//! [`positive_reciprocal`] instead, whose derivative is computed with `powf`, exact on every
+//! backend; the forward values equal Burn's to within an ulp or two.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// `1 / x` for `x > 0`, as `(x^-0.5)^2`, differentiated exactly.
+///
+/// Not `powf_scalar(-1.0)`: burn 0.21 turns integer exponents into `powi`, which goes through
+/// the approximate `recip`. Two roundings: within 2 ulp of the true reciprocal.
+pub fn positive_reciprocal<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.powf_scalar(-0.5).square()
+}
+
+/// `exp(x) / sum(exp(x))` along `dim`.
+pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let max = x.clone().detach().max_dim(dim);
+    let exp = (x - max).exp();
+    let sum = exp.clone().sum_dim(dim);
+    exp * positive_reciprocal(sum)
+}
+
+/// `log(sum(exp(x)))` along `dim` (kept as a size-1 dim).
+///
+/// The value is computed as usual; the gradient, `softmax(x)`, is attached through a term that
+/// is zero in value (`sum(p * (x - x))` with `p` and the second `x` detached), so no `log`
+/// is differentiated.
+pub fn logsumexp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let detached = x.clone().detach();
+    let max = detached.clone().max_dim(dim);
+    let exp = (detached.clone() - max.clone()).exp();
+    let sum = exp.clone().sum_dim(dim);
+    let value = sum.clone().log() + max;
+    let probs = exp * positive_reciprocal(sum);
+    value + (probs * (x - detached)).sum_dim(dim)
+}
+
+/// `x - logsumexp(x)` along `dim`.
+pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let lse = logsumexp(x.clone(), dim);
+    x - lse
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::{activation, Distribution, Tolerance};
+
+    type A = Autodiff<NdArray>;
+
+    #[test]
+    fn values_and_gradients_match_the_definitions() {
+        let device = Default::default();
+        let x = Tensor::<NdArray, 2>::random([5, 37], Distribution::Normal(0.0, 3.0), &device);
+        softmax(x.clone(), 1)
+            .into_data()
+            .assert_approx_eq::<f32>(&activation::softmax(x.clone(), 1).into_data(), Tolerance::absolute(1e-6));
+        log_softmax(x.clone(), 1)
+            .into_data()
+            .assert_approx_eq::<f32>(&activation::log_softmax(x.clone(), 1).into_data(), Tolerance::absolute(1e-5));
+
+        // d/dx sum(w * log_softmax(x)) = w - softmax(x) * sum(w), with f64 host arithmetic.
+        let w = Tensor::<NdArray, 2>::random([5, 37], Distribution::Uniform(0.0, 1.0), &device);
+        let xa = Tensor::<A, 2>::from_inner(x.clone()).require_grad();
+        let loss = (log_softmax(xa.clone(), 1) * Tensor::from_inner(w.clone())).sum();
+        let grad: Vec<f32> = xa.grad(&loss.backward()).unwrap().into_data().to_vec().unwrap();
+        let xs: Vec<f32> = x.into_data().to_vec().unwrap();
+        let ws: Vec<f32> = w.into_data().to_vec().unwrap();
+        for r in 0..5 {
+            let row = &xs[r * 37..(r + 1) * 37];
+            let m = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+            let wsum: f64 = ws[r * 37..(r + 1) * 37].iter().map(|&v| v as f64).sum();
+            for c in 0..37 {
+                let p = (row[c] as f64 - m).exp() / z;
+                let want = ws[r * 37 + c] as f64 - p * wsum;
+                assert!((grad[r * 37 + c] as f64 - want).abs() < 1e-6, "{r},{c}");
+            }
+        }
+    }
+}

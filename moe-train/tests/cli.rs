@@ -1,0 +1,76 @@
+//! The `moe-train` binary as a user runs it (spawned; this file links no backend code).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn moe_train(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moe-train")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The README's main job: no arguments but an output folder. It must learn (validation loss at
+/// most half the initial one), report expert specialisation, and export a loadable model.
+#[test]
+fn default_run_learns_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moe_train(&["--out", "run", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let initial = summary["initial_val_loss"].as_f64().unwrap();
+    let last = summary["final_val_loss"].as_f64().unwrap();
+    eprintln!("default run: val loss {initial} -> {last}, NMI {}", summary["specialisation_nmi"]);
+    assert!(last <= 0.5 * initial, "validation loss {initial} -> {last}");
+    assert!(summary["final_train_loss"].as_f64().unwrap().is_finite());
+    assert!(summary["tokens_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(summary["specialisation_nmi"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary["steps"].as_u64().unwrap(), 300);
+    let model_dir = Path::new(summary["model_dir"].as_str().unwrap());
+    let model_dir = if model_dir.is_absolute() { model_dir.to_path_buf() } else { dir.path().join(model_dir) };
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(model_dir.join(file).is_file(), "{file}");
+    }
+    let samples = summary["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 5, "one sample per task");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--preset", "huge"], "unknown preset `huge`"),
+        (&["--config", "missing.json"], "missing.json"),
+        (&["--data", "nowhere.txt", "--out", "x"], "nowhere.txt"),
+        (&["--backend", "tpu"], "tpu"),
+        (&["--resume", "run", "--lr", "0.1"], "only --steps and --backend"),
+        (&["--resume", "nothing-here"], "cannot resume"),
+        (&["--seq-len", "1", "--out", "y"], "train.seq_len"),
+    ];
+    std::fs::write(dir.path().join("bad.json"), "{\"model\": 3}").unwrap();
+    for (args, needle) in cases.iter().chain([(&["--config", "bad.json"][..], "bad.json")].iter()) {
+        let out = moe_train(args, dir.path());
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_run_folder_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ["--out", "run", "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1"];
+    let first = moe_train(&quick, dir.path());
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = moe_train(&quick, dir.path());
+    assert!(!second.status.success());
+    assert!(stderr(&second).contains("already holds a run"), "{}", stderr(&second));
+    // ... but it can be resumed to more steps.
+    let resumed = moe_train(&["--resume", "run", "--steps", "3", "--json"], dir.path());
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let summary: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(summary["steps"].as_u64().unwrap(), 3);
+}
