@@ -34,6 +34,34 @@ impl SparseMoeConfig {
 
 /// Mixtral's sparse MoE block: each token runs only its `top_k` experts and sums their outputs
 /// weighted by the renormalised router probabilities.
+///
+/// A drop-in replacement for the feed-forward block of any Burn model: build, run, add the
+/// load-balancing loss to the objective, and backpropagate (the router learns through the
+/// top-k weights):
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Distribution, Tensor};
+/// use moe_core::loss::load_balancing_loss;
+/// use moe_core::moe::SparseMoeConfig;
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// // d_model 16, d_ff 32, 4 experts, 2 per token.
+/// let moe = SparseMoeConfig::new(16, 32, 4).with_top_k(2).init::<B>(&device);
+/// let x = Tensor::<B, 3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &device); // [B, S, D]
+///
+/// let out = moe.forward(x);
+/// assert_eq!(out.hidden.dims(), [2, 5, 16]);
+/// assert_eq!(out.router_logits.dims(), [10, 4]); // [B*S, E]
+/// assert_eq!(out.experts.dims(), [10, 2]); // chosen experts, [B*S, K]
+///
+/// let aux = load_balancing_loss(&[out.router_logits.clone()], 2, None);
+/// let loss = out.hidden.square().mean() + aux.mul_scalar(0.02);
+/// let grads = loss.backward();
+/// let gate_grad = moe.router.gate.weight.val().grad(&grads).expect("the router is trained");
+/// assert!(gate_grad.abs().sum().into_scalar() > 0.0);
+/// ```
 #[derive(Module, Debug)]
 pub struct SparseMoe<B: Backend> {
     pub router: Router<B>,
