@@ -44,7 +44,7 @@ pub fn draw_all(dir: &Path, records: &[LogRecord], tasks: &[&str]) -> Result<Vec
         expert_load(&path, &evals).map_err(|e| plot_error(&path, e))?;
         written.push(path);
     }
-    if let Some(last) = evals.last().filter(|e| e.task_expert.is_some()) {
+    if let Some(last) = evals.last().filter(|e| e.task_expert.is_some() && !tasks.is_empty() && e.expert_load.first().is_some_and(|l| !l.is_empty())) {
         let path = dir.join("task_expert_routing.png");
         routing_heatmap(&path, last, tasks).map_err(|e| plot_error(&path, e))?;
         written.push(path);
@@ -141,7 +141,8 @@ fn routing_heatmap(path: &Path, eval: &EvalRecord, tasks: &[&str]) -> DrawResult
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(110)
-            .build_cartesian_2d((0..experts).into_segmented(), (0..n_tasks).into_segmented())?;
+            // A segmented `0..n` holds n + 1 segments (both ends included), so the last index is `n - 1`.
+            .build_cartesian_2d((0..experts - 1).into_segmented(), (0..n_tasks - 1).into_segmented())?;
         chart
             .configure_mesh()
             .disable_mesh()
