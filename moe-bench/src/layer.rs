@@ -57,14 +57,14 @@ pub fn run<B: Backend>(backend: &str, shape: LayerShape, warmup: usize, repeats:
     // Random inputs, so that tokens spread over the experts as real activations do.
     let x = Tensor::<B, 2>::random([t, d], Distribution::Normal(0.0, 1.0), device);
 
-    let sparse_ms = median_ms::<B>(device, warmup, repeats, || {
-        let _ = moe.forward(x.clone()).hidden;
+    let sparse_ms = median_ms::<B, _>(device, warmup, repeats, || {
+        moe.forward(x.clone()).hidden
     });
-    let all_experts_ms = median_ms::<B>(device, warmup, repeats, || {
-        let _ = moe.forward_all_experts(x.clone()).hidden;
+    let all_experts_ms = median_ms::<B, _>(device, warmup, repeats, || {
+        moe.forward_all_experts(x.clone()).hidden
     });
-    let dense_equal_flop_ms = median_ms::<B>(device, warmup, repeats, || {
-        let _ = dense.forward(x.clone());
+    let dense_equal_flop_ms = median_ms::<B, _>(device, warmup, repeats, || {
+        dense.forward(x.clone())
     });
 
     // Forward + backward: the same modules (same seed) on the autodiff backend.
@@ -72,11 +72,11 @@ pub fn run<B: Backend>(backend: &str, shape: LayerShape, warmup: usize, repeats:
     let moe = SparseMoeConfig::new(d, f, e).with_top_k(k).init::<Autodiff<B>>(device);
     let dense = SwiGluConfig::new(d, k * f).init::<Autodiff<B>>(device);
     let x = Tensor::<Autodiff<B>, 2>::from_inner(x);
-    let sparse_fwd_bwd_ms = median_ms::<B>(device, warmup, repeats, || {
-        let _ = moe.forward(x.clone()).hidden.sum().backward();
+    let sparse_fwd_bwd_ms = median_ms::<B, _>(device, warmup, repeats, || {
+        moe.forward(x.clone()).hidden.sum().backward()
     });
-    let dense_fwd_bwd_ms = median_ms::<B>(device, warmup, repeats, || {
-        let _ = dense.forward(x.clone()).sum().backward();
+    let dense_fwd_bwd_ms = median_ms::<B, _>(device, warmup, repeats, || {
+        dense.forward(x.clone()).sum().backward()
     });
 
     let flops = 6.0 * (t * k * d * f) as f64;

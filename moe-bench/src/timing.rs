@@ -6,19 +6,23 @@ use burn::tensor::backend::Backend;
 
 /// Runs `f` `warmup` times untimed (autotune, caches, allocator), then `repeats` times timed;
 /// returns the median in milliseconds. The device is synchronised before and after each run, so
-/// queued GPU work is counted where it belongs.
-pub fn median_ms<B: Backend>(device: &B::Device, warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
+/// queued GPU work is counted where it belongs; `f`'s result is held until after the sync, so a
+/// lazy (fusion) backend cannot skip work whose output was dropped unread.
+pub fn median_ms<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usize, mut f: impl FnMut() -> T) -> f64 {
     for _ in 0..warmup {
-        f();
+        let out = f();
         sync::<B>(device);
+        drop(out);
     }
     let mut times: Vec<f64> = (0..repeats.max(1))
         .map(|_| {
             sync::<B>(device);
             let started = Instant::now();
-            f();
+            let out = f();
             sync::<B>(device);
-            started.elapsed().as_secs_f64() * 1e3
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            drop(out);
+            ms
         })
         .collect();
     times.sort_by(f64::total_cmp);

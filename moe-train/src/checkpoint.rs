@@ -95,6 +95,14 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// The progress saved in checkpoint folder `dir`.
+pub fn read_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| TrainError::Resume { path: dir.into(), reason: format!("state.json: {e}") })
+}
+
 /// Restores model, optimizer and progress from a checkpoint folder; `model` is a freshly built
 /// one of the run's shape. The optimizer is built after loading because its parameter groups
 /// are keyed by the parameter ids the checkpoint restores.
@@ -105,9 +113,7 @@ pub fn load<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(Mixtral<B>, MoeOptimizer<B>, TrainState)> {
     let fail = |reason: String| TrainError::Resume { path: dir.into(), reason };
-    let state_path = dir.join("state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| fail(format!("state.json: {e}")))?;
+    let state = read_state(dir)?;
     let rec = recorder();
     let record = rec
         .load(dir.join("model"), device)

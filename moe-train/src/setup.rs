@@ -81,11 +81,7 @@ pub fn resume_run(dir: &Path, steps: Option<usize>, progress: bool) -> Result<Ru
         config.train.steps = steps;
     }
     config.validate()?;
-    let state_path = checkpoint.join("state.json");
-    let state: checkpoint::TrainState = serde_json::from_str(
-        &std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?,
-    )
-    .map_err(|e| fail(format!("{}: {e}", state_path.display())))?;
+    let state = checkpoint::read_state(&checkpoint)?;
     if state.step > config.train.steps {
         return Err(fail(format!(
             "the checkpoint is at step {}, beyond --steps {}",

@@ -79,6 +79,11 @@ fn join(xs: &[u32]) -> String {
     xs.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
 }
 
+/// Whether `task` has one right answer (all but the templated sentences).
+pub fn has_answer(task: usize) -> bool {
+    task < 4
+}
+
 /// Whether `output` is the right answer to the prompt `example_parts` gave with `answer`:
 /// used to report how well the trained model does each task.
 pub fn is_correct(answer: &str, output: &str) -> bool {
