@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
-use moe_core::backend::BackendKind;
+use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 use moe_core::config::MixtralConfig;
 
 use crate::layer::LayerShape;
@@ -27,9 +27,12 @@ enum Command {
 
 #[derive(Args)]
 struct Common {
-    /// ndarray (CPU), wgpu, or cuda (when built with `--features cuda`).
+    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`).
     #[arg(long, default_value = "ndarray")]
-    backend: String,
+    backend: BackendKind,
+    /// Compute dtype: f32, f16 or bf16 (where the backend supports it).
+    #[arg(long, default_value = "f32")]
+    dtype: Precision,
     /// Print only the JSON object (a one-line summary goes to stderr otherwise too).
     #[arg(long)]
     json: bool,
@@ -84,16 +87,15 @@ pub fn run() -> Result<()> {
         Command::MoeLayer(a) => &a.common,
         Command::Decode(a) => &a.common,
     };
-    let kind: BackendKind = common.backend.parse::<BackendKind>()?.ensure_compiled()?;
-    match kind {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => dispatch::<moe_core::backend::Cpu>(cli.command, Default::default()),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => dispatch::<moe_core::backend::Wgpu>(cli.command, moe_core::backend::wgpu_device()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => dispatch::<moe_core::backend::Cuda>(cli.command, Default::default()),
-        #[allow(unreachable_patterns)]
-        other => bail!("backend {other} is not compiled into this build"),
+    let (kind, precision) = (common.backend, common.dtype);
+    run_on(kind, precision, cli.command)?
+}
+
+impl BackendTask for Command {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        dispatch::<B>(self, device)
     }
 }
 
@@ -104,7 +106,7 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
                 bail!("need tokens, d_model, d_ff >= 1 and 1 <= top_k <= experts");
             }
             let shape = LayerShape { tokens: a.tokens, d_model: a.d_model, d_ff: a.d_ff, experts: a.experts, top_k: a.top_k };
-            let r = crate::layer::run::<B>(&a.common.backend, shape, a.warmup, a.repeats, &device);
+            let r = crate::layer::run::<B>(a.common.backend, shape, a.warmup, a.repeats, &device);
             if !a.common.json {
                 eprintln!(
                     "sparse {:.2} ms (fwd+bwd {:.2}) | all experts {:.2} ms ({:.2}x slower) | dense equal-FLOP {:.2} ms (sparse/dense {:.2})",
@@ -125,7 +127,7 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
             }
             config.max_seq_len = config.max_seq_len.max(a.prompt_len + a.new_tokens);
             config.validate()?;
-            let r = crate::decode::run::<B>(&a.common.backend, config, a.batch, a.prompt_len, a.new_tokens, a.bandwidth_gbs, &device)?;
+            let r = crate::decode::run::<B>(a.common.backend, a.common.dtype, config, a.batch, a.prompt_len, a.new_tokens, a.bandwidth_gbs, &device)?;
             if !a.common.json {
                 eprintln!(
                     "prompt {:.1} tok/s | decode {:.2} tok/s | bandwidth floor {:.2} tok/s at {:.1} GB/s",

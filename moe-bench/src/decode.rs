@@ -2,6 +2,7 @@
 //! next to the memory-bandwidth floor of the same shape.
 
 use burn::tensor::backend::Backend;
+use moe_core::backend::{BackendKind, Precision};
 use moe_core::config::MixtralConfig;
 use moe_infer::{generate, GenerationConfig, SamplingConfig};
 use rand::{Rng, SeedableRng};
@@ -11,7 +12,7 @@ use serde::Serialize;
 #[derive(Debug, Serialize)]
 pub struct DecodeReport {
     pub backend: String,
-    pub dtype: &'static str,
+    pub dtype: String,
     pub config: MixtralConfig,
     pub batch: usize,
     pub prompt_len: usize,
@@ -29,8 +30,10 @@ pub struct DecodeReport {
     pub bandwidth_floor_tokens_per_sec: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn run<B: Backend>(
-    backend: &str,
+    backend: BackendKind,
+    precision: Precision,
     config: MixtralConfig,
     batch: usize,
     prompt_len: usize,
@@ -66,14 +69,18 @@ pub fn run<B: Backend>(
     generate(&model, &prompts, &warm, |_, _| true)?;
     let out = generate(&model, &prompts, &generation, |_, _| true)?;
 
-    let bytes_per_decode_token = 4 * active_weights(&config);
+    let bytes_per_weight = match precision {
+        Precision::F32 => 4,
+        Precision::F16 | Precision::Bf16 => 2,
+    };
+    let bytes_per_decode_token = bytes_per_weight * active_weights(&config);
     let (bandwidth_gbs, bandwidth_measured) = match bandwidth_gbs {
         Some(bw) => (bw, false),
         None => (host_read_bandwidth_gbs(), true),
     };
     Ok(DecodeReport {
         backend: backend.to_string(),
-        dtype: "f32",
+        dtype: precision.to_string(),
         batch,
         prompt_len,
         new_tokens,

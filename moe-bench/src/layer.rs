@@ -4,6 +4,7 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
+use moe_core::backend::BackendKind;
 use moe_core::moe::SparseMoeConfig;
 use moe_core::nn::SwiGluConfig;
 use serde::Serialize;
@@ -49,7 +50,7 @@ pub struct LayerReport {
     pub sparse_fwd_bwd_tflops: f64,
 }
 
-pub fn run<B: Backend>(backend: &str, shape: LayerShape, warmup: usize, repeats: usize, device: &B::Device) -> LayerReport {
+pub fn run<B: Backend>(backend: BackendKind, shape: LayerShape, warmup: usize, repeats: usize, device: &B::Device) -> LayerReport {
     let LayerShape { tokens: t, d_model: d, d_ff: f, experts: e, top_k: k } = shape.clone();
     B::seed(device, 7);
     let moe = SparseMoeConfig::new(d, f, e).with_top_k(k).init::<B>(device);

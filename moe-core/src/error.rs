@@ -9,7 +9,9 @@ pub enum MoeError {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
@@ -17,34 +19,57 @@ pub enum MoeError {
     /// A JSON file (config.json, an index) is not valid JSON or not of the expected form.
     #[error("{path}: malformed JSON: {source}")]
     Json {
+        /// The file.
         path: PathBuf,
+        /// What the parser said.
         #[source]
         source: serde_json::Error,
     },
 
     /// A config value is out of range or inconsistent with another.
     #[error("invalid config: `{field}` {reason}")]
-    Config { field: String, reason: String },
+    Config {
+        /// The config field (`n_heads`).
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
 
     /// A safetensors file is corrupt, truncated, or its header does not describe its data.
     #[error("{path}: not a valid safetensors file: {reason}")]
-    Safetensors { path: PathBuf, reason: String },
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A tensor in a checkpoint has a dtype this crate cannot load.
     #[error("tensor `{name}` in {path}: unsupported dtype {dtype} (expected F32, F16, BF16 or F64)")]
     UnsupportedDtype {
+        /// The file.
         path: PathBuf,
+        /// The tensor's name.
         name: String,
+        /// Its dtype.
         dtype: String,
     },
 
     /// The checkpoint's tensors do not match the model: every problem is listed.
     #[error("checkpoint {dir} does not match the model config:\n{}", .problems.join("\n"))]
-    CheckpointMismatch { dir: PathBuf, problems: Vec<String> },
+    CheckpointMismatch {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// One line per missing, unexpected or misshapen tensor.
+        problems: Vec<String>,
+    },
 
     /// A model directory has no weights in a layout we know.
     #[error("{dir}: no weights found (expected model.safetensors or model.safetensors.index.json)")]
-    NoWeights { dir: PathBuf },
+    NoWeights {
+        /// The model folder.
+        dir: PathBuf,
+    },
 
     /// A backend or dtype that this build or device does not support.
     #[error("unsupported: {0}")]

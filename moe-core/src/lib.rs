@@ -23,9 +23,19 @@
 //! | `L`  | layers |
 //!
 //! # Cargo features
-//! - `ndarray` (default): the CPU backend, [`backend::Cpu`].
+//! The modules are generic over `B: Backend` and need no feature; the features only decide
+//! which concrete backends [`backend`] names (and the binaries offer):
+//! - `ndarray` (default): burn-ndarray on the CPU, `backend::Cpu`, f32.
+//! - `flex` (default): burn-flex on the CPU, `backend::Flex`: `gemm` matmuls, f32/f16/bf16.
 //! - `wgpu` (default): the WGPU backend (Vulkan, Metal, DX12, or Lavapipe on CPU-only machines).
 //! - `cuda`: the CUDA backend (needs the CUDA runtime and NVRTC at run time).
+//!
+//! # Using it in your own model
+//! [`moe::SparseMoe`] replaces a feed-forward block (its docs show build, forward, aux loss and
+//! backward); [`loss`] has the load-balancing and z losses; [`prelude`] the common items.
+//! The repository's `examples/custom_model` trains such a model with burn-train's `Learner`.
+
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod config;

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use clap::{Args, Parser, Subcommand};
-use moe_core::backend::BackendKind;
+use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 use moe_core::io::load_hub_checkpoint;
 use moe_core::model::Mixtral;
 use moe_core::config::MixtralConfig;
@@ -38,9 +38,13 @@ struct ModelArgs {
     /// Model folder: config.json + model.safetensors (or a sharded index) [+ tokenizer.json].
     #[arg(long, short = 'm')]
     model: PathBuf,
-    /// ndarray (CPU), wgpu, or cuda (when built with `--features cuda`).
+    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`).
     #[arg(long, default_value = "ndarray")]
-    backend: String,
+    backend: BackendKind,
+    /// Compute dtype: f32, f16 (flex, cuda, wgpu with SHADER_F16) or bf16 (flex, cuda).
+    /// Half precision keeps norms, softmaxes and losses in f32, as transformers does.
+    #[arg(long, default_value = "f32")]
+    dtype: Precision,
     /// tokenizer.json to use instead of MODEL/tokenizer.json.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -155,31 +159,26 @@ struct InspectArgs {
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let backend = match &cli.command {
-        Command::Generate(a) => &a.model.backend,
-        Command::Chat(a) => &a.model.backend,
-        Command::Score(a) => &a.model.backend,
+    let model = match &cli.command {
+        Command::Generate(a) => &a.model,
+        Command::Chat(a) => &a.model,
+        Command::Score(a) => &a.model,
         Command::Inspect(a) => return inspect(a),
     };
-    let kind: BackendKind = backend.parse::<BackendKind>()?.ensure_compiled()?;
-    match kind {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => dispatch::<moe_core::backend::Cpu>(cli.command, Default::default()),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => dispatch::<moe_core::backend::Wgpu>(cli.command, moe_core::backend::wgpu_device()),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => dispatch::<moe_core::backend::Cuda>(cli.command, Default::default()),
-        #[allow(unreachable_patterns)]
-        other => bail!("backend {other} is not compiled into this build"),
-    }
+    let (kind, precision) = (model.backend, model.dtype);
+    run_on(kind, precision, cli.command)?
 }
 
-fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
-    match command {
-        Command::Generate(args) => run_generate::<B>(args, &device),
-        Command::Chat(args) => run_chat::<B>(args, &device),
-        Command::Score(args) => run_score::<B>(args, &device),
-        Command::Inspect(args) => inspect(&args),
+impl BackendTask for Command {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        match self {
+            Command::Generate(args) => run_generate::<B>(args, &device),
+            Command::Chat(args) => run_chat::<B>(args, &device),
+            Command::Score(args) => run_score::<B>(args, &device),
+            Command::Inspect(args) => inspect(&args),
+        }
     }
 }
 
@@ -241,68 +240,60 @@ fn run_generate<B: Backend>(args: GenerateArgs, device: &B::Device) -> Result<()
     let stream = single && !args.json;
     let mut stdout = std::io::stdout().lock();
 
-    // Prompts of equal length share a batch (one KV cache); other lengths run as their own batch.
-    let mut order: Vec<usize> = (0..prompts.len()).collect();
-    order.sort_by_key(|&i| prompts[i].len());
-    let mut results: Vec<Option<(Vec<u32>, Option<String>)>> = vec![None; prompts.len()];
-    let (mut prompt_tokens, mut generated, mut prompt_secs, mut decode_secs) = (0, 0, 0.0, 0.0);
-    for group in order.chunk_by(|&a, &b| prompts[a].len() == prompts[b].len()) {
-        let batch: Vec<Vec<u32>> = group.iter().map(|&i| prompts[i].clone()).collect();
-        let mut collectors = match &tokenizer {
-            Some(t) => Some(
-                batch.iter().map(|p| TextCollector::new(t, p, &args.stop)).collect::<Result<Vec<_>, _>>()?,
-            ),
-            None => None,
-        };
-        if stream {
-            match &tokenizer {
-                Some(t) => write!(stdout, "{}", t.decode(&batch[0], true)?)?,
-                None => write!(stdout, "{}", join_ids(&batch[0]))?,
-            }
-            stdout.flush()?;
+    // All prompts run as one batch through one KV cache; shorter ones are left-padded.
+    let batch = &prompts;
+    let mut collectors = match &tokenizer {
+        Some(t) => Some(
+            batch.iter().map(|p| TextCollector::new(t, p, &args.stop)).collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    if stream {
+        match &tokenizer {
+            Some(t) => write!(stdout, "{}", t.decode(&batch[0], true)?)?,
+            None => write!(stdout, "{}", join_ids(&batch[0]))?,
         }
-        let mut failure = None;
-        let out = generate(&model, &batch, &config, |i, token| {
-            let Some(collectors) = collectors.as_mut() else {
+        stdout.flush()?;
+    }
+    let mut failure = None;
+    let out = generate(&model, &batch, &config, |i, token| {
+        let Some(collectors) = collectors.as_mut() else {
+            if stream {
+                let _ = write!(stdout, " {token}");
+                let _ = stdout.flush();
+            }
+            return true;
+        };
+        match collectors[i].push(token) {
+            Ok((piece, go_on)) => {
                 if stream {
-                    let _ = write!(stdout, " {token}");
+                    let _ = write!(stdout, "{piece}");
                     let _ = stdout.flush();
                 }
-                return true;
-            };
-            match collectors[i].push(token) {
-                Ok((piece, go_on)) => {
-                    if stream {
-                        let _ = write!(stdout, "{piece}");
-                        let _ = stdout.flush();
-                    }
-                    go_on
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
+                go_on
             }
-        })?;
-        if let Some(e) = failure {
-            return Err(e.into());
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
         }
-        for (k, &i) in group.iter().enumerate() {
-            let text = collectors.as_mut().map(|c| {
-                let rest = c[k].finish();
-                if stream {
-                    let _ = write!(stdout, "{rest}");
-                }
-                c[k].text().to_string()
-            });
-            results[i] = Some((out.sequences[k].clone(), text));
-        }
-        prompt_tokens += out.prompt_tokens;
-        generated += out.generated_tokens;
-        prompt_secs += out.prompt_secs;
-        decode_secs += out.decode_secs;
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
     }
-    let results: Vec<(Vec<u32>, Option<String>)> = results.into_iter().map(|r| r.expect("every prompt ran")).collect();
+    let mut results = Vec::with_capacity(batch.len());
+    for (k, sequence) in out.sequences.iter().enumerate() {
+        let text = collectors.as_mut().map(|c| {
+            let rest = c[k].finish();
+            if stream {
+                let _ = write!(stdout, "{rest}");
+            }
+            c[k].text().to_string()
+        });
+        results.push((sequence.clone(), text));
+    }
+    let (prompt_tokens, generated, prompt_secs, decode_secs) =
+        (out.prompt_tokens, out.generated_tokens, out.prompt_secs, out.decode_secs);
     let prompt_tps = prompt_tokens as f64 / f64::max(prompt_secs, 1e-9);
     // The first token of each sequence comes from the prompt pass.
     let decode_tps = generated.saturating_sub(prompts.len()) as f64 / f64::max(decode_secs, 1e-9);

@@ -12,7 +12,9 @@ use crate::sampling::{Sampler, SamplingConfig};
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct GenerationConfig {
+    /// Tokens to generate per sequence at most.
     pub max_new_tokens: usize,
+    /// How each next token is chosen.
     pub sampling: SamplingConfig,
     /// Generation of a sequence ends after it produces one of these (e.g. EOS).
     pub stop_tokens: Vec<u32>,
@@ -36,6 +38,7 @@ pub struct GenerationOutput {
 }
 
 impl GenerationOutput {
+    /// Prompt throughput: prompt tokens over the prompt pass's wall time.
     pub fn prompt_tokens_per_sec(&self) -> f64 {
         self.prompt_tokens as f64 / self.prompt_secs.max(1e-9)
     }
@@ -49,7 +52,10 @@ impl GenerationOutput {
 
 /// Continues each prompt by up to `config.max_new_tokens` tokens.
 ///
-/// Prompts of equal length run as one batch through one KV cache; `on_token(sequence, token)`
+/// All prompts run as one batch through one KV cache; prompts shorter than the longest are
+/// left-padded (with the config's `pad_token_id`, else 0), the padding masked out and each
+/// sequence's RoPE positions starting at its first real token, as transformers' batched
+/// `generate` does, so every sequence gets the tokens it would get alone. `on_token(sequence, token)`
 /// is called as each token is chosen, for streaming, and returns whether that sequence goes on
 /// (`false` ends it there, e.g. on a stop string). Each sequence samples with its own RNG
 /// seeded `seed + index`, so its tokens do not depend on the rest of the batch.
@@ -61,13 +67,10 @@ pub fn generate<B: Backend>(
 ) -> Result<GenerationOutput, InferError> {
     let c = model.config();
     let b = prompts.len();
-    let p = prompts.first().map_or(0, Vec::len);
-    if p == 0 {
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         return Err(InferError::EmptyPrompt);
     }
-    if prompts.iter().any(|s| s.len() != p) {
-        return Err(InferError::RaggedBatch(prompts.iter().map(Vec::len).collect()));
-    }
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
     for prompt in prompts {
         check_ids(prompt, c.vocab_size)?;
     }
@@ -81,7 +84,10 @@ pub fn generate<B: Backend>(
     }
 
     let device = model.embed_tokens.weight.device();
-    let mut cache = model.new_cache(b, capacity);
+    let left_padding: Vec<usize> = prompts.iter().map(|s| p - s.len()).collect();
+    let mut cache = model.new_cache(b, capacity).with_left_padding(left_padding.clone());
+    // Any id in the vocabulary does: padding is never attended to.
+    let pad_id = c.pad_token_id.filter(|&id| (id as usize) < c.vocab_size).unwrap_or(0) as i64;
     let mut samplers: Vec<Sampler> = (0..b)
         .map(|i| {
             Sampler::new(SamplingConfig {
@@ -95,7 +101,11 @@ pub fn generate<B: Backend>(
     let mut generated = 0;
 
     let started = Instant::now();
-    let mut input: Vec<i64> = prompts.iter().flatten().map(|&t| t as i64).collect();
+    let mut input: Vec<i64> = prompts
+        .iter()
+        .zip(&left_padding)
+        .flat_map(|(s, &pad)| std::iter::repeat_n(pad_id, pad).chain(s.iter().map(|&t| t as i64)))
+        .collect();
     let mut step_len = p;
     let mut prompt_secs = None;
     while !finished.iter().all(|&f| f) {
@@ -116,7 +126,8 @@ pub fn generate<B: Backend>(
             sequences[i].push(token);
             generated += 1;
             let go_on = on_token(i, token);
-            finished[i] = !go_on || config.stop_tokens.contains(&token) || sequences[i].len() == capacity;
+            let done = sequences[i].len() == prompts[i].len() + config.max_new_tokens;
+            finished[i] = !go_on || done || config.stop_tokens.contains(&token);
             input.push(token as i64);
         }
         step_len = 1;
@@ -124,7 +135,7 @@ pub fn generate<B: Backend>(
     let prompt_secs = prompt_secs.unwrap_or(0.0);
     Ok(GenerationOutput {
         sequences,
-        prompt_tokens: b * p,
+        prompt_tokens: prompts.iter().map(Vec::len).sum(),
         generated_tokens: generated,
         prompt_secs,
         decode_secs: started.elapsed().as_secs_f64() - prompt_secs,

@@ -41,6 +41,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler with its own RNG seeded from `config.seed`.
     pub fn new(config: SamplingConfig) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         Self { config, rng }

@@ -2,7 +2,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, FloatDType, Int, Tensor, TensorData};
 use moe_core::loss::{load_balancing_loss, router_z_loss};
 use moe_core::model::Mixtral;
 
@@ -15,6 +15,7 @@ pub struct ScoreOutput<B: Backend> {
     pub sequence_nll: Vec<f64>,
     /// Mean next-token NLL over the batch: HF's `lm_loss`.
     pub mean_nll: f64,
+    /// `exp(mean_nll)`.
     pub perplexity: f64,
     /// Predicted tokens, `B * (S - 1)`.
     pub tokens: usize,
@@ -58,7 +59,9 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
     // One per-token NLL pass serves both means (HF's `lm_loss` is the mean over all of them).
     let v = c.vocab_size;
     let targets = ids.narrow(1, 1, s - 1).reshape([b * (s - 1), 1]);
-    let nll = log_softmax(out.logits.clone().narrow(1, 0, s - 1).reshape([b * (s - 1), v]), 1)
+    // In f32 whatever the model's dtype, as transformers' loss upcasts the logits.
+    let logits = out.logits.clone().narrow(1, 0, s - 1).reshape([b * (s - 1), v]).cast(FloatDType::F32);
+    let nll = log_softmax(logits, 1)
         .gather(1, targets)
         .neg();
     let nll: Vec<f32> = nll.into_data().iter::<f32>().collect();

@@ -54,6 +54,7 @@ impl<'a> TextCollector<'a> {
         &self.text
     }
 
+    /// Whether a stop string ended the text.
     pub fn stopped(&self) -> bool {
         self.stopped
     }
@@ -73,6 +74,7 @@ impl<'a> TextCollector<'a> {
 /// One exchange of a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
+    /// What the user said.
     pub user: String,
     /// `None` for the turn being answered.
     pub assistant: Option<String>,

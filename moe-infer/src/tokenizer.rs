@@ -93,14 +93,17 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The beginning-of-sequence id, if known.
     pub fn bos_id(&self) -> Option<u32> {
         self.bos
     }
 
+    /// The end-of-sequence id, if known.
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
     }
 
+    /// The id of a token string (`"</s>"`), if in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -181,3 +181,109 @@ fn chat_answers_each_turn_until_exit() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.lines().filter(|l| l.starts_with("> ")).count() >= 3, "three prompts: {stdout}");
 }
+
+/// The fixture's `input_ids` as a `--token-ids` file, and the reference safetensors bytes.
+fn token_ids_file(dir: &std::path::Path, name: &str) -> (PathBuf, Vec<u8>) {
+    let bytes = std::fs::read(fixture(name).join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = st.tensor("input_ids").unwrap();
+    let s = ids.shape()[1];
+    let ids: Vec<i64> = ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let lines: Vec<String> =
+        ids.chunks(s).map(|r| r.iter().map(i64::to_string).collect::<Vec<_>>().join(" ")).collect();
+    let path = dir.join(format!("{name}.ids.txt"));
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    (path, bytes)
+}
+
+fn f32s(t: safetensors::tensor::TensorView) -> Vec<f32> {
+    t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// `--backend flex` in f32 matches transformers like ndarray does; in f16 and bf16 (weights,
+/// activations and matmuls in the half type, norms/softmaxes/losses in f32) it stays within
+/// the half type's rounding of the f32 reference. Backends without the dtype refuse it.
+#[test]
+fn flex_backend_in_f32_f16_and_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny-mixtral", "tiny-swa-bf16-sharded"] {
+        let (ids_file, reference_bytes) = token_ids_file(dir.path(), name);
+        let st = safetensors::SafeTensors::deserialize(&reference_bytes).unwrap();
+        let want_logits = f32s(st.tensor("logits").unwrap());
+        let r = reference(name);
+        // (dtype, |lm_loss - HF|, median over positions of |logits - HF| / |HF logits|)
+        let vocab = st.tensor("logits").unwrap().shape()[2];
+        for (dtype, loss_tol, logit_tol) in [("f32", 1e-5, 1e-5), ("f16", 1e-3, 5e-3), ("bf16", 1e-2, 3e-2)] {
+            let dump = dir.path().join(format!("{name}-{dtype}.safetensors"));
+            let out = moe_infer(&[
+                "score", "--model", fixture(name).to_str().unwrap(), "--token-ids", ids_file.to_str().unwrap(),
+                "--backend", "flex", "--dtype", dtype, "--dump-logits", dump.to_str().unwrap(), "--json",
+            ]);
+            let got = json(&out);
+            let loss_diff = (got["mean_nll"].as_f64().unwrap() - r["lm_loss"].as_f64().unwrap()).abs();
+            let aux_diff = (got["aux_loss"].as_f64().unwrap() - r["aux_loss"].as_f64().unwrap()).abs();
+            let dumped = std::fs::read(&dump).unwrap();
+            let dumped = safetensors::SafeTensors::deserialize(&dumped).unwrap();
+            let logits = f32s(dumped.tensor("logits").unwrap());
+            // Per position, then the median: in half precision the random fixture's router
+            // flips a near-tie expert for the odd token (transformers' own bf16 run would too),
+            // which moves that token's logits (and its neighbours') a lot and the rest not at all.
+            let mut rel: Vec<f64> = logits
+                .chunks(vocab)
+                .zip(want_logits.chunks(vocab))
+                .map(|(a, b)| {
+                    let d: f64 = a.iter().zip(b).map(|(&x, &y)| ((x - y) as f64).powi(2)).sum();
+                    let n: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+                    (d / n).sqrt()
+                })
+                .collect();
+            rel.sort_by(f64::total_cmp);
+            let median = rel[rel.len() / 2];
+            eprintln!("{name} flex {dtype}: lm_loss diff {loss_diff:.2e}, aux diff {aux_diff:.2e}, median position logits rel err {median:.2e}");
+            assert!(loss_diff <= loss_tol, "{name} {dtype}: lm_loss off by {loss_diff}");
+            assert!(median <= logit_tol, "{name} {dtype}: logits off by {median} (median relative error)");
+            assert!(aux_diff <= 10.0 * loss_tol, "{name} {dtype}: aux_loss off by {aux_diff}");
+        }
+    }
+
+    let tiny = fixture("tiny-mixtral");
+    for (args, needle) in [
+        (["--backend", "ndarray", "--dtype", "bf16"], "bf16 is not supported by this backend"),
+        (["--backend", "ndarray", "--dtype", "f16"], "f16 is not supported by this backend"),
+        (["--backend", "flex", "--dtype", "f64"], "unknown dtype `f64`"),
+    ] {
+        let mut all = vec!["generate", "--model", tiny.to_str().unwrap(), "--prompt-ids", "1,2"];
+        all.extend(args);
+        let out = moe_infer(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{all:?} succeeded");
+        assert!(stderr.contains(needle), "{all:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{all:?}: {stderr}");
+    }
+}
+
+/// Prompts of different lengths run as one left-padded batch and each gets what it gets alone.
+#[test]
+fn ragged_prompts_batch_like_single_prompts() {
+    let tiny = fixture("tiny-mixtral");
+    let tiny = tiny.to_str().unwrap();
+    let run = |prompts: &[&str]| -> Vec<Vec<u64>> {
+        let mut args = vec!["generate", "--model", tiny, "-n", "6", "--temperature", "0", "--json"];
+        for p in prompts {
+            args.extend(["--prompt-ids", p]);
+        }
+        let got = json(&moe_infer(&args));
+        let ids = &got["token_ids"];
+        let rows: Vec<&serde_json::Value> = match ids.as_array().unwrap().first() {
+            Some(v) if v.is_array() => ids.as_array().unwrap().iter().collect(),
+            _ => vec![ids],
+        };
+        rows.iter().map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()).collect()
+    };
+    let prompts = ["5,17,300", "9", "44,2,71,8,19,250,3"];
+    let together = run(&prompts);
+    assert_eq!(together.len(), 3);
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(together[i], run(&[p])[0], "prompt {p}");
+    }
+}

@@ -25,6 +25,7 @@ pub struct TrainState {
     pub step: usize,
     /// Micro-batches consumed (the data position; the batch order is a function of it).
     pub batches_seen: usize,
+    /// Training tokens consumed so far.
     pub tokens_seen: u64,
     /// Training wall time so far (for tokens/s over a resumed run).
     pub train_secs: f64,

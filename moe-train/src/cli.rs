@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::Backend;
 use clap::Parser;
-use moe_core::backend::BackendKind;
+use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 
 use crate::config::{TrainConfig, PRESETS};
 use crate::setup::{default_run_dir, new_run, resume_run, DataSpec};
@@ -38,15 +38,15 @@ pub struct Cli {
     /// Optimizer steps (total, when resuming).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Run folder. Default: runs/<preset>-<n>, the first free n.
+    /// Run folder. Default: `runs/<preset>-<n>`, the first free n.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue a run (its folder, or one of its checkpoints) exactly where it stopped.
     #[arg(long, conflicts_with_all = ["config", "preset", "data", "tokenizer", "out", "seed"])]
     pub resume: Option<PathBuf>,
-    /// ndarray (CPU), wgpu, or cuda (when built with `--features cuda`).
+    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). Training is f32.
     #[arg(long, default_value = "ndarray")]
-    pub backend: String,
+    pub backend: BackendKind,
     /// Seed of the model init, the synthetic corpus and the data order.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -115,9 +115,10 @@ impl Cli {
     }
 }
 
+/// The `moe-train` command line: parses arguments, sets up or resumes the run, trains, reports.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let kind: BackendKind = cli.backend.parse::<BackendKind>()?.ensure_compiled()?;
+    let kind = cli.backend.ensure_compiled()?;
     let progress = std::io::stderr().is_terminal();
     let setup = match &cli.resume {
         Some(dir) => {
@@ -144,23 +145,21 @@ pub fn run() -> Result<()> {
         }
     };
     describe(&setup);
-    let summary = match kind {
-        #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => train_on::<Autodiff<moe_core::backend::Cpu>>(&setup, &Default::default()),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => {
-            train_on::<Autodiff<moe_core::backend::Wgpu>>(&setup, &moe_core::backend::wgpu_device())
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => train_on::<Autodiff<moe_core::backend::Cuda>>(&setup, &Default::default()),
-        #[allow(unreachable_patterns)]
-        other => bail!("backend {other} is not compiled into this build"),
-    }?;
+    let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })??;
     report(&summary, cli.json)
 }
 
-fn train_on<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result<RunSummary> {
-    train::<B>(setup, device).with_context(|| format!("run {}", setup.run_dir.display()))
+/// Training on the backend the user picked (under `Autodiff`).
+struct TrainTask<'a> {
+    setup: &'a RunSetup,
+}
+
+impl BackendTask for TrainTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
+        train::<Autodiff<B>>(self.setup, &device).with_context(|| format!("run {}", self.setup.run_dir.display()))
+    }
 }
 
 fn describe(setup: &RunSetup) {

@@ -14,6 +14,7 @@ use crate::error::{Result, TrainError};
 pub struct TrainConfig {
     /// The model. `vocab_size` is replaced by the tokenizer's size when the run starts.
     pub model: MixtralConfig,
+    /// Optimisation, data and run settings.
     pub train: TrainingSettings,
 }
 
@@ -35,13 +36,17 @@ pub struct TrainingSettings {
     pub lr: f64,
     /// Learning rate at the end of the cosine decay, as a fraction of `lr`.
     pub min_lr_ratio: f64,
+    /// Steps of linear warm-up from 0 to `lr`.
     pub warmup_steps: usize,
     /// Steps over which the cosine decays from `lr` to `min_lr_ratio * lr`; the rate then stays at
     /// the minimum. Kept apart from `steps` (as nanoGPT's `lr_decay_iters`) so that a run cut
     /// short and resumed follows the same schedule as one run straight through.
     pub lr_decay_steps: usize,
+    /// AdamW first-moment decay.
     pub beta1: f64,
+    /// AdamW second-moment decay.
     pub beta2: f64,
+    /// AdamW epsilon.
     pub epsilon: f64,
     /// Decoupled (AdamW) weight decay for matrices; norms and biases never decay.
     pub weight_decay: f64,

@@ -5,36 +5,107 @@ use std::path::{Path, PathBuf};
 /// Errors of the training library.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A config file is not valid JSON of the expected form.
     #[error("config {path}: {reason}")]
-    BadConfig { path: PathBuf, reason: String },
+    BadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting is out of range or inconsistent with another.
     #[error("setting `{field}` {reason}")]
-    Setting { field: String, reason: String },
+    Setting {
+        /// The setting, as written in the config (`train.lr`).
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// `--preset` names no preset.
     #[error("unknown preset `{name}` (known: {known})")]
-    UnknownPreset { name: String, known: String },
+    UnknownPreset {
+        /// The name given.
+        name: String,
+        /// The presets there are.
+        known: String,
+    },
+    /// A data file cannot be used.
     #[error("data {path}: {reason}")]
-    BadData { path: PathBuf, reason: String },
+    BadData {
+        /// The data file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The tokenizer could not be loaded or trained.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error(
         "the data yields {got} sequence(s) of {seq_len} tokens for {split}; need at least {need} \
          (more data, a shorter train.seq_len or a larger train.val_fraction)"
     )]
-    NotEnoughData { split: &'static str, got: usize, need: usize, seq_len: usize },
+    /// The data is too small for the sequence length and split.
+    NotEnoughData {
+        /// `train` or `validation`.
+        split: &'static str,
+        /// Sequences the data yields.
+        got: usize,
+        /// Sequences needed.
+        need: usize,
+        /// Tokens per sequence.
+        seq_len: usize,
+    },
     #[error(
         "step {step}: the {what} is not finite ({value}); training stopped. The last good \
          checkpoint is kept in {checkpoints}; lower train.lr or set train.grad_clip and resume"
     )]
-    NonFinite { step: usize, what: &'static str, value: f32, checkpoints: PathBuf },
+    /// The loss or gradient norm became NaN or infinite.
+    NonFinite {
+        /// The optimizer step.
+        step: usize,
+        /// `loss` or `gradient norm`.
+        what: &'static str,
+        /// The value seen.
+        value: f32,
+        /// The run's checkpoint folder.
+        checkpoints: PathBuf,
+    },
+    /// `--resume` was given something that is not a run or checkpoint to continue.
     #[error("cannot resume from {path}: {reason}")]
-    Resume { path: PathBuf, reason: String },
+    Resume {
+        /// The folder given.
+        path: PathBuf,
+        /// Why it cannot be resumed.
+        reason: String,
+    },
+    /// A checkpoint could not be written or read back.
     #[error("checkpoint {path}: {reason}")]
-    Checkpoint { path: PathBuf, reason: String },
+    Checkpoint {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A plot could not be drawn or saved.
     #[error("plot {path}: {reason}")]
-    Plot { path: PathBuf, reason: String },
+    Plot {
+        /// The PNG file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// From the model library (config, checkpoint files).
     #[error(transparent)]
     Model(#[from] moe_core::MoeError),
+    /// From the inference library (sampling during evaluation, tokenizer files).
     #[error(transparent)]
     Infer(#[from] moe_infer::InferError),
 }
@@ -49,4 +120,5 @@ impl TrainError {
     }
 }
 
+/// `Result` with [`TrainError`].
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

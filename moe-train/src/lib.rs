@@ -4,7 +4,7 @@
 //! - [`config`]: one JSON file of model and training settings, presets `tiny` and `small`;
 //! - [`data`]: the built-in multi-task corpus, the user's text/JSONL, tokenizer (given or a BPE
 //!   trained on the data), packing and a resumable batch order;
-//! - [`objective`]: LM cross-entropy + load-balancing loss + router z-loss, as HF assembles it;
+//! - [`objective`](mod@objective): LM cross-entropy + load-balancing loss + router z-loss, as HF assembles it;
 //! - [`optim`]: AdamW with decay groups, global-norm clipping, warmup + cosine schedule;
 //! - [`checkpoint`]: atomic checkpoints (model, optimizer, progress) for exact resume;
 //! - [`metrics`] and [`plots`]: per-step/per-eval JSONL, expert load, router entropy,
@@ -12,6 +12,8 @@
 //! - [`trainer::train`]: the loop that ties them together; [`setup`] prepares a run folder.
 //!
 //! The `moe-train` binary is [`cli::run`].
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod cli;

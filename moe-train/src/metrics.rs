@@ -13,11 +13,14 @@ use crate::error::{Result, TrainError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LogRecord {
+    /// One optimizer step.
     Train(TrainRecord),
+    /// One evaluation on the validation split.
     Eval(EvalRecord),
 }
 
 impl LogRecord {
+    /// The optimizer step the record belongs to.
     pub fn step(&self) -> usize {
         match self {
             Self::Train(r) => r.step,
@@ -33,20 +36,28 @@ pub struct TrainRecord {
     pub step: usize,
     /// The objective: `lm_loss + aux_coef * aux_loss + z_coef * z_loss`.
     pub loss: f32,
+    /// Next-token cross-entropy.
     pub lm_loss: f32,
+    /// Load-balancing loss (unscaled).
     pub aux_loss: f32,
+    /// Router z-loss (unscaled).
     pub z_loss: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
+    /// Learning rate of the step.
     pub lr: f64,
+    /// Training throughput over the step.
     pub tokens_per_sec: f64,
 }
 
 /// One evaluation on the validation split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
+    /// The optimizer step evaluated after.
     pub step: usize,
+    /// Mean next-token cross-entropy on the validation split.
     pub val_loss: f32,
+    /// `exp(val_loss)`.
     pub perplexity: f32,
     /// `[L][E]`: fraction of (token, choice) pairs each expert received.
     pub expert_load: Vec<Vec<f64>>,
@@ -76,6 +87,7 @@ pub struct RouterStats {
 }
 
 impl RouterStats {
+    /// Zeroed statistics for a model of this shape and corpus.
     pub fn new(n_layers: usize, n_experts: usize, n_tasks: usize) -> Self {
         Self {
             n_experts,
@@ -198,6 +210,7 @@ impl RunLog {
         Ok(Self { path: path.into(), file })
     }
 
+    /// Appends one record as a JSON line and flushes it.
     pub fn write(&mut self, record: &LogRecord) -> Result<()> {
         let line = serde_json::to_string(record).expect("record serialises");
         writeln!(self.file, "{line}").map_err(|e| TrainError::io(&self.path, e))

@@ -43,6 +43,7 @@ pub struct MoeOptimizer<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> MoeOptimizer<B> {
+    /// Two AdamW groups for `model` (decayed and not decayed) with the settings of `t`.
     pub fn new(t: &TrainingSettings, model: &Mixtral<B>) -> Self {
         let adam = |decay: f64| {
             AdamWConfig::new()

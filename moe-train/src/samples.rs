@@ -17,8 +17,11 @@ const PROMPTS_PER_TASK: usize = 20;
 /// One generation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
+    /// The synthetic task the prompt comes from, if any.
     pub task: Option<String>,
+    /// The prompt text.
     pub prompt: String,
+    /// The model's greedy continuation.
     pub output: String,
     /// For tasks with one right answer: whether the output is it.
     pub correct: Option<bool>,

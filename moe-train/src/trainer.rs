@@ -30,7 +30,9 @@ pub struct RunSetup {
     pub config: TrainConfig,
     /// Where config, metrics, checkpoints, plots and the exported model go.
     pub run_dir: PathBuf,
+    /// The tokenizer of the run.
     pub tokenizer: TextTokenizer,
+    /// The packed training and validation sequences.
     pub data: PackedData,
     /// Task names when the corpus has tasks (the built-in one), else empty.
     pub tasks: Vec<&'static str>,
@@ -43,14 +45,19 @@ pub struct RunSetup {
 /// What a finished run reports (the CLI's `--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
+    /// Optimizer steps done.
     pub steps: usize,
+    /// Validation loss before the first step.
     pub initial_val_loss: f32,
+    /// Validation loss after the last step.
     pub final_val_loss: f32,
     /// Mean LM loss over the last `min(10, steps)` steps.
     pub final_train_loss: f32,
     /// Training tokens per second over the whole run (evaluation excluded).
     pub tokens_per_sec: f64,
+    /// Training tokens consumed.
     pub tokens_seen: u64,
+    /// The run folder.
     pub run_dir: PathBuf,
     /// The exported Hub-layout model (`config.json`, `model.safetensors`, `tokenizer.json`).
     pub model_dir: PathBuf,
@@ -58,7 +65,9 @@ pub struct RunSummary {
     pub specialisation_nmi: Option<f64>,
     /// Exact-match accuracy of greedy answers per task (built-in corpus only).
     pub task_accuracy: Vec<(String, f64)>,
+    /// Greedy samples after training.
     pub samples: Vec<Sample>,
+    /// PNG plots written.
     pub plots: Vec<PathBuf>,
 }
 

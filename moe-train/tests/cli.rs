@@ -53,7 +53,8 @@ fn bad_input_is_a_clear_error() {
         let out = moe_train(args, dir.path());
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} should fail");
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        // 1: our error; 2: clap's usage error (a value that does not parse). Never 101 (panic).
+        assert!(matches!(out.status.code(), Some(1 | 2)), "{args:?}: {:?} {err}", out.status.code());
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }

@@ -35,6 +35,19 @@ fn greedy_generation_reproduces_transformers() {
         let out = generate(&model, &[prompt.clone(), prompt.clone()], &greedy(8), |_, _| true).unwrap();
         assert_eq!(out.sequences[0], want[..prompt.len() + 8]);
         assert_eq!(out.sequences[1], want[..prompt.len() + 8]);
+
+        // Prompts of different lengths in one (left-padded) batch: each gets what it gets alone,
+        // the transformers prompt included (its continuation is known).
+        let short: Vec<u32> = prompt[..3].to_vec();
+        let longer: Vec<u32> = want[..prompt.len() + 4].to_vec();
+        let batch = [short.clone(), prompt.clone(), longer.clone()];
+        let together = generate(&model, &batch, &greedy(10), |_, _| true).unwrap();
+        assert_eq!(together.prompt_tokens, 3 + prompt.len() + longer.len());
+        assert_eq!(together.sequences[1], want[..prompt.len() + 10], "{name}");
+        for (i, p) in batch.iter().enumerate() {
+            let alone = generate(&model, &[p.clone()], &greedy(10), |_, _| true).unwrap();
+            assert_eq!(together.sequences[i], alone.sequences[0], "{name}: prompt {i}");
+        }
     }
 }
 
@@ -65,7 +78,9 @@ fn bad_inputs_are_errors() {
     assert!(matches!(err, InferError::ContextOverflow { needed: 260, max: 256 }), "{err}");
     let err = generate(&model, &[vec![]], &greedy(10), |_, _| true).unwrap_err();
     assert!(matches!(err, InferError::EmptyPrompt), "{err}");
-    let err = generate(&model, &[vec![1, 2], vec![1]], &greedy(1), |_, _| true).unwrap_err();
+    let err = generate(&model, &[vec![1, 2], vec![]], &greedy(1), |_, _| true).unwrap_err();
+    assert!(matches!(err, InferError::EmptyPrompt), "{err}");
+    let err = score(&model, &[vec![1, 2], vec![1, 2, 3]]).unwrap_err();
     assert!(matches!(err, InferError::RaggedBatch(_)), "{err}");
     let config = GenerationConfig { experts_per_token: Some(5), ..greedy(1) };
     let err = generate(&model, &[vec![1]], &config, |_, _| true).unwrap_err();

@@ -62,3 +62,69 @@ fn incremental_decoding_equals_full_recompute() {
         }
     }
 }
+
+/// A left-padded batch gives each sequence the logits it gets alone: padding keys are masked,
+/// RoPE positions start at each sequence's first real token, and the sliding window (counted in
+/// cache indices, as transformers does) behaves the same across the padding.
+#[test]
+fn left_padded_batches_equal_each_sequence_alone() {
+    let device = Default::default();
+    for window in [None, Some(3), Some(6)] {
+        let config = MixtralConfig {
+            vocab_size: 97,
+            d_model: 32,
+            d_ff: 48,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+            max_seq_len: 64,
+            sliding_window: window,
+            ..MixtralConfig::tiny()
+        };
+        let model = config.init::<Cpu>(&device);
+        let lengths = [9usize, 4, 1, 7];
+        let p = *lengths.iter().max().unwrap();
+        let (decode, capacity) = (5, p + 5);
+        let sequences: Vec<Vec<i64>> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n + decode).map(|j| ((7 * i + 13 * j + 5) % 97) as i64).collect())
+            .collect();
+
+        // Each sequence alone: prompt, then one token at a time.
+        let alone: Vec<Vec<f32>> = sequences
+            .iter()
+            .zip(lengths)
+            .map(|(seq, n)| {
+                let mut cache = model.new_cache(1, capacity);
+                let mut outs = vec![model.forward_cached(ids(seq[..n].to_vec(), 1), &mut cache, 2).logits.narrow(1, n - 1, 1)];
+                for &t in &seq[n..n + decode - 1] {
+                    outs.push(model.forward_cached(ids(vec![t], 1), &mut cache, 2).logits);
+                }
+                host(Tensor::cat(outs, 1)) // [1, decode, V]
+            })
+            .collect();
+
+        // All together, left-padded (pad id 0), the same steps.
+        let padding: Vec<usize> = lengths.iter().map(|&n| p - n).collect();
+        let mut cache = model.new_cache(lengths.len(), capacity).with_left_padding(padding.clone());
+        let prompt: Vec<i64> = sequences
+            .iter()
+            .zip(&padding)
+            .flat_map(|(seq, &pad)| std::iter::repeat_n(0, pad).chain(seq[..p - pad].iter().copied()))
+            .collect();
+        let mut outs = vec![model.forward_cached(ids(prompt, lengths.len()), &mut cache, 2).logits.narrow(1, p - 1, 1)];
+        for step in 0..decode - 1 {
+            let next: Vec<i64> = sequences.iter().zip(lengths).map(|(seq, n)| seq[n + step]).collect();
+            outs.push(model.forward_cached(ids(next, lengths.len()), &mut cache, 2).logits);
+        }
+        let batched = host(Tensor::cat(outs, 1)); // [B, decode, V]
+        let per_row = decode * 97;
+        for (i, want) in alone.iter().enumerate() {
+            let got = &batched[i * per_row..(i + 1) * per_row];
+            assert!(got.iter().all(|v| v.is_finite()), "window {window:?}, sequence {i}: non-finite");
+            let diff = max_abs_diff(got, want);
+            assert!(diff <= 1e-5, "window {window:?}, sequence {i} (padding {}): {diff}", padding[i]);
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod equivalence;
+mod examples;
 mod gradients;
 mod import_errors;
 mod infer;

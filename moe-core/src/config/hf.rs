@@ -44,16 +44,22 @@ fn default_rope_type() -> String {
 /// transformers' `MixtralConfig.__init__`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HfMixtralConfig {
+    /// `"mixtral"` (other values are accepted when the fields fit).
     #[serde(default)]
     pub model_type: Option<String>,
+    /// Vocabulary size `V`.
     #[serde(default = "d::vocab_size")]
     pub vocab_size: usize,
+    /// Model width `D`.
     #[serde(default = "d::hidden_size")]
     pub hidden_size: usize,
+    /// Expert hidden width `F`.
     #[serde(default = "d::intermediate_size")]
     pub intermediate_size: usize,
+    /// Decoder layers `L`.
     #[serde(default = "d::num_hidden_layers")]
     pub num_hidden_layers: usize,
+    /// Query heads `H`.
     #[serde(default = "d::num_attention_heads")]
     pub num_attention_heads: usize,
     /// HF: `None` means multi-head attention (as many KV heads as query heads).
@@ -62,10 +68,13 @@ pub struct HfMixtralConfig {
     /// HF: `None` means `hidden_size / num_attention_heads`.
     #[serde(default)]
     pub head_dim: Option<usize>,
+    /// Expert activation; only `silu` is supported.
     #[serde(default = "d::hidden_act")]
     pub hidden_act: String,
+    /// Context length.
     #[serde(default = "d::max_position_embeddings")]
     pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
     #[serde(default = "d::rms_norm_eps")]
     pub rms_norm_eps: f64,
     /// transformers 4 form.
@@ -74,28 +83,37 @@ pub struct HfMixtralConfig {
     /// transformers 5 form.
     #[serde(default)]
     pub rope_parameters: Option<HfRopeParameters>,
+    /// Sliding-window attention width, if any.
     #[serde(default)]
     pub sliding_window: Option<usize>,
+    /// Experts per token `K`.
     #[serde(default = "d::num_experts_per_tok")]
     pub num_experts_per_tok: usize,
     /// `num_experts` is accepted as an alias (Qwen-MoE style configs).
     #[serde(default = "d::num_local_experts", alias = "num_experts")]
     pub num_local_experts: usize,
+    /// Weight of the load-balancing loss in HF's training loss.
     #[serde(default = "d::router_aux_loss_coef")]
     pub router_aux_loss_coef: f64,
+    /// Whether `lm_head` shares the embedding matrix.
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence token id.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
+    /// End-of-sequence token id(s).
     #[serde(default)]
     pub eos_token_id: Option<TokenIds>,
+    /// Padding token id.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// Attention dropout (training only; must be 0 for parity).
     #[serde(default)]
     pub attention_dropout: f64,
     /// Only used by HF while training; the forward pass here is the eval-mode function.
     #[serde(default)]
     pub router_jitter_noise: f64,
+    /// Model classes the checkpoint is for (`MixtralForCausalLM`).
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
     /// transformers 4 name of the checkpoint dtype.

@@ -14,29 +14,41 @@ use crate::error::{MoeError, Result};
 /// [`MixtralConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MixtralConfig {
+    /// Vocabulary size `V`.
     pub vocab_size: usize,
+    /// Model width `D`.
     pub d_model: usize,
     /// Hidden size of each expert's SwiGLU.
     pub d_ff: usize,
+    /// Decoder layers `L`.
     pub n_layers: usize,
+    /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads: `n_heads` for MHA, fewer for GQA, 1 for MQA.
     pub n_kv_heads: usize,
+    /// Head size `Dh` (`D / H` unless the checkpoint says otherwise).
     pub head_dim: usize,
+    /// Experts per MoE layer `E`.
     pub n_experts: usize,
     /// Experts per token.
     pub top_k: usize,
     /// Longest sequence (positions in the RoPE table and the KV cache).
     pub max_seq_len: usize,
+    /// RoPE base frequency.
     pub rope_theta: f64,
+    /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
     /// Each query sees at most this many keys (itself included), as HF's sliding-window mask.
     pub sliding_window: Option<usize>,
+    /// Whether the LM head shares the embedding matrix.
     pub tie_word_embeddings: bool,
     /// Weight of the load-balancing loss in the training objective (HF `router_aux_loss_coef`).
     pub router_aux_loss_coef: f64,
+    /// Beginning-of-sequence token id.
     pub bos_token_id: Option<u32>,
+    /// End-of-sequence token ids (generation stops on any).
     pub eos_token_ids: Vec<u32>,
+    /// Padding token id.
     pub pad_token_id: Option<u32>,
 }
 

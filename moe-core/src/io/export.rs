@@ -13,8 +13,11 @@ use crate::model::Mixtral;
 /// The float type of exported weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightDtype {
+    /// 32-bit float.
     F32,
+    /// IEEE half.
     F16,
+    /// bfloat16.
     BF16,
 }
 

@@ -42,6 +42,7 @@ pub struct HostTensor {
 }
 
 impl HubWeights {
+    /// Opens `model.safetensors` or the shards of `model.safetensors.index.json` in `dir` (memory-mapped).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let index_path = dir.join("model.safetensors.index.json");
@@ -91,6 +92,7 @@ impl HubWeights {
         Ok(weights)
     }
 
+    /// The model folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -21,7 +21,7 @@ pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int
     let safe_targets = targets.mask_fill(ignored.clone(), 0);
     let nll = log_softmax(logits, 1).gather(1, safe_targets).neg(); // [N, 1]
     let nll = nll.mask_fill(ignored.clone(), 0.0);
-    let counted = ignored.bool_not().float().sum().clamp_min(1.0);
+    let counted = ignored.bool_not().float().cast(FloatDType::F32).sum().clamp_min(1.0);
     // A product with `counted^-1`, not a division: see `nn::functional`.
     nll.sum() * positive_reciprocal(counted)
 }

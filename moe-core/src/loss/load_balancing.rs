@@ -1,6 +1,6 @@
 use crate::nn::functional::{positive_reciprocal, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
 use crate::moe::top_k_indices;
 
@@ -20,7 +20,9 @@ pub fn load_balancing_loss<B: Backend>(
     top_k: usize,
     attention_mask: Option<Tensor<B, 2, Bool>>,
 ) -> Tensor<B, 1> {
-    let logits = Tensor::cat(router_logits.to_vec(), 0); // [L*T, E]
+    // f32 throughout, whatever the model's dtype: bool-to-float conversions below produce the
+    // device's default float type, which may be f16/bf16.
+    let logits = Tensor::cat(router_logits.to_vec(), 0).cast(FloatDType::F32); // [L*T, E]
     let [n, e] = logits.dims();
     let probs = softmax(logits, 1);
     let chosen = top_k_indices(probs.clone(), top_k); // [N, K]
@@ -31,7 +33,8 @@ pub fn load_balancing_loss<B: Backend>(
         .unsqueeze_dim::<3>(2)
         .expand([n, top_k, e])
         .equal(expert_ids)
-        .float(); // [N, K, E]
+        .float()
+        .cast(FloatDType::F32); // [N, K, E]
 
     let (tokens_per_expert, prob_per_expert) = match attention_mask {
         None => (
@@ -43,6 +46,7 @@ pub fn load_balancing_loss<B: Backend>(
             let [b, s] = mask.dims();
             let weight = mask
                 .float()
+                .cast(FloatDType::F32)
                 .reshape([1, b * s])
                 .expand([layers, b * s])
                 .reshape([n, 1]); // [N, 1]

@@ -5,14 +5,17 @@ use burn::tensor::{Bool, Int, Tensor};
 use crate::config::MixtralConfig;
 use crate::moe::{SparseMoe, SparseMoeConfig};
 use crate::nn::{
-    attention_mask, Attention, AttentionConfig, LayerKvCache, RmsNorm, RmsNormConfig, RotaryEmbedding,
+    Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RotaryEmbedding,
 };
 
 /// One pre-norm Mixtral decoder layer: `x + attn(norm(x))`, then `h + moe(norm(h))`.
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {
+    /// RMSNorm before attention.
     pub input_layernorm: RmsNorm<B>,
+    /// GQA self-attention with RoPE.
     pub self_attn: Attention<B>,
+    /// RMSNorm before the sparse MoE block.
     pub post_attention_layernorm: RmsNorm<B>,
     /// The checkpoint's `block_sparse_moe`.
     pub block_sparse_moe: SparseMoe<B>,
@@ -30,6 +33,7 @@ pub struct DecoderLayerOutput<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
+    /// A layer with freshly initialised weights.
     pub fn init(config: &MixtralConfig, device: &B::Device) -> Self {
         let norm = RmsNormConfig::new(config.d_model).with_epsilon(config.rms_norm_eps);
         Self {
@@ -63,8 +67,8 @@ impl<B: Backend> DecoderLayer<B> {
         self.feed_forward(x + attn, top_k)
     }
 
-    /// Incremental forward: the new positions `start..start + S` attend over the cached ones.
-    /// With a sliding window `w`, only the last `w - 1` cached positions are read.
+    /// Incremental forward: the new positions `step.start..step.start + S` attend over the
+    /// cached ones (from `step.lo` on: a sliding window reads only the last `w - 1`).
     ///
     /// # Shapes
     /// - `x`: `[B, S, D]` -> `hidden` `[B, S, D]`
@@ -73,17 +77,18 @@ impl<B: Backend> DecoderLayer<B> {
         x: Tensor<B, 3>,
         rope: &RotaryEmbedding<B>,
         cache: &mut LayerKvCache<B>,
-        start: usize,
-        sliding_window: Option<usize>,
+        step: &CacheStep<B>,
         top_k: usize,
     ) -> DecoderLayerOutput<B> {
         let [b, s, _] = x.dims();
         let attn = &self.self_attn;
-        let (q, k, v) = attn.project(self.input_layernorm.forward(x.clone()), rope, start);
-        let lo = sliding_window.map_or(0, |w| start.saturating_sub(w - 1));
-        let (k, v) = cache.append(k, v, start, lo);
-        let mask = attention_mask::<B>(s, start + s - lo, start - lo, sliding_window, &x.device());
-        let out = attn.merge_heads(attn.attend(q, k, v, mask), b, s);
+        let normed = self.input_layernorm.forward(x.clone());
+        let (q, k, v) = match &step.positions {
+            Some(positions) => attn.project_at(normed, rope, positions.clone()),
+            None => attn.project(normed, rope, step.start),
+        };
+        let (k, v) = cache.append(k, v, step.start, step.lo);
+        let out = attn.merge_heads(attn.attend(q, k, v, step.mask.clone()), b, s);
         self.feed_forward(x + out, top_k)
     }
 

@@ -15,11 +15,15 @@ use crate::nn::{
 /// `model.norm`, `lm_head`) so that import is one short table.
 #[derive(Module, Debug)]
 pub struct Mixtral<B: Backend> {
+    /// Token embedding `[V, D]`.
     pub embed_tokens: Embedding<B>,
+    /// The decoder layers.
     pub layers: Vec<DecoderLayer<B>>,
+    /// Final RMSNorm.
     pub norm: RmsNorm<B>,
     /// `[D, V]`; `None` when the output projection is tied to `embed_tokens`.
     pub lm_head: Option<Linear<B>>,
+    /// RoPE tables shared by all layers.
     pub rope: RotaryEmbedding<B>,
     /// The shape this model was built with (kept for export and inference).
     #[module(skip)]
@@ -96,7 +100,8 @@ impl<B: Backend> Mixtral<B> {
 
     /// Forward pass of the next `S` tokens of each sequence, continuing after the positions
     /// already in `cache` (a prompt in one call, then one token at a time). Computes the same
-    /// function as [`Self::forward`] on the whole sequence.
+    /// function as [`Self::forward`] on the whole sequence. Batches of prompts of different
+    /// lengths run left-padded: see [`KvCache::with_left_padding`].
     ///
     /// Panics if the cache or the RoPE table has no room for the new positions; callers size
     /// the cache from the prompt and the number of tokens to generate.
@@ -118,9 +123,10 @@ impl<B: Backend> Mixtral<B> {
             cache.capacity(),
             self.rope.max_seq_len()
         );
-        let window = self.config.sliding_window;
+        let step = cache.step(s, self.config.sliding_window, &input_ids.device());
+        let step = &step;
         let layers = self.layers.iter().zip(cache.layers.iter_mut()).map(|(layer, layer_cache)| {
-            move |x| layer.forward_cached(x, &self.rope, layer_cache, start, window, top_k)
+            move |x| layer.forward_cached(x, &self.rope, layer_cache, step, top_k)
         });
         let out = self.run(input_ids, layers);
         cache.advance(s);
@@ -163,6 +169,7 @@ impl<B: Backend> Mixtral<B> {
         }
     }
 
+    /// The configuration the model was built from.
     pub fn config(&self) -> &MixtralConfig {
         &self.config
     }

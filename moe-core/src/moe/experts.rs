@@ -8,8 +8,11 @@ use burn::tensor::Tensor;
 /// Configuration of [`Experts`].
 #[derive(Config, Debug)]
 pub struct ExpertsConfig {
+    /// Experts `E`.
     pub n_experts: usize,
+    /// Model width `D`.
     pub d_model: usize,
+    /// Expert hidden width `F`.
     pub d_ff: usize,
     /// Same scheme as `burn::nn::Linear` (uniform, `1/sqrt(fan_in)` bound, like torch).
     #[config(default = "Initializer::KaimingUniform{gain: 1.0 / 3.0f64.sqrt(), fan_out_only: false}")]
@@ -17,6 +20,7 @@ pub struct ExpertsConfig {
 }
 
 impl ExpertsConfig {
+    /// Experts with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Experts<B> {
         let (e, d, f) = (self.n_experts, self.d_model, self.d_ff);
         Experts {
@@ -41,6 +45,7 @@ pub struct Experts<B: Backend> {
 }
 
 impl<B: Backend> Experts<B> {
+    /// Number of experts `E`.
     pub fn n_experts(&self) -> usize {
         self.w1.dims()[0]
     }

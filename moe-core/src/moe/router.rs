@@ -10,13 +10,16 @@ use super::top_k_indices;
 /// Configuration of [`Router`].
 #[derive(Config, Debug)]
 pub struct RouterConfig {
+    /// Model width `D`.
     pub d_model: usize,
+    /// Experts `E`.
     pub n_experts: usize,
     /// Experts chosen per token.
     pub top_k: usize,
 }
 
 impl RouterConfig {
+    /// A router with a freshly initialised gate.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Router<B> {
         Router {
             gate: LinearConfig::new(self.d_model, self.n_experts)
@@ -32,6 +35,7 @@ impl RouterConfig {
 pub struct Router<B: Backend> {
     /// `[D, E]`; the checkpoint's `block_sparse_moe.gate`.
     pub gate: Linear<B>,
+    /// Experts per token `K`.
     pub top_k: usize,
 }
 

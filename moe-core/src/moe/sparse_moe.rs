@@ -8,9 +8,11 @@ use super::{DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOu
 /// Configuration of [`SparseMoe`].
 #[derive(Config, Debug)]
 pub struct SparseMoeConfig {
+    /// Model width `D`.
     pub d_model: usize,
     /// Hidden size of each expert.
     pub d_ff: usize,
+    /// Experts `E`.
     pub n_experts: usize,
     /// Experts per token.
     #[config(default = 2)]
@@ -18,6 +20,10 @@ pub struct SparseMoeConfig {
 }
 
 impl SparseMoeConfig {
+    /// A layer with freshly initialised router and experts.
+    ///
+    /// # Panics
+    /// If `top_k` is not in `1..=n_experts`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SparseMoe<B> {
         assert!(
             (1..=self.n_experts).contains(&self.top_k),
@@ -64,7 +70,9 @@ impl SparseMoeConfig {
 /// ```
 #[derive(Module, Debug)]
 pub struct SparseMoe<B: Backend> {
+    /// The gate: picks `top_k` experts per token and their weights.
     pub router: Router<B>,
+    /// The SwiGLU experts, stacked.
     pub experts: Experts<B>,
 }
 

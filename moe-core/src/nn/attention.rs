@@ -3,21 +3,25 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use super::functional::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, FloatDType, Tensor};
+use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
 use super::RotaryEmbedding;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
 pub struct AttentionConfig {
+    /// Model width `D`.
     pub d_model: usize,
+    /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads; each is shared by `n_heads / n_kv_heads` query heads.
     pub n_kv_heads: usize,
+    /// Head size `Dh`.
     pub head_dim: usize,
 }
 
 impl AttentionConfig {
+    /// Attention with freshly initialised projections.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
         let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device);
         let q_dim = self.n_heads * self.head_dim;
@@ -45,8 +49,11 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     /// `[H*Dh, D]`
     pub o_proj: Linear<B>,
+    /// Query heads `H`.
     pub n_heads: usize,
+    /// Key/value heads `G`.
     pub n_kv_heads: usize,
+    /// Head size `Dh`.
     pub head_dim: usize,
 }
 
@@ -66,7 +73,7 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (q, k, v) = self.project(x, rope, start);
-        let out = self.attend(q, k, v, mask);
+        let out = self.attend(q, k, v, mask.unsqueeze::<3>());
         self.merge_heads(out, b, s)
     }
 
@@ -80,25 +87,44 @@ impl<B: Backend> Attention<B> {
         rope: &RotaryEmbedding<B>,
         start: usize,
     ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let (q, k, v) = self.project_unrotated(x);
+        (rope.apply(q, start), rope.apply(k, start), v)
+    }
+
+    /// [`Self::project`] with each sequence at its own RoPE positions (left-padded batches).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, S, D]`, `positions`: `[B, S]` -> as [`Self::project`]
+    pub fn project_at(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEmbedding<B>,
+        positions: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let (q, k, v) = self.project_unrotated(x);
+        (rope.apply_at(q, positions.clone()), rope.apply_at(k, positions), v)
+    }
+
+    fn project_unrotated(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, g, dh) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone()).reshape([b, s, h, dh]).swap_dims(1, 2);
         let k = self.k_proj.forward(x.clone()).reshape([b, s, g, dh]).swap_dims(1, 2);
         let v = self.v_proj.forward(x).reshape([b, s, g, dh]).swap_dims(1, 2);
-        (rope.apply(q, start), rope.apply(k, start), v)
+        (q, k, v)
     }
 
     /// Scaled dot-product attention of `q` over `k`/`v` (which may include cached positions).
     ///
     /// # Shapes
-    /// - `q`: `[B, H, Sq, Dh]`, `k`/`v`: `[B, G, Sk, Dh]`, `mask`: `[Sq, Sk]`
+    /// - `q`: `[B, H, Sq, Dh]`, `k`/`v`: `[B, G, Sk, Dh]`, `mask`: `[B or 1, Sq, Sk]`
     /// - returns `[B, H, Sq, Dh]`
     pub fn attend(
         &self,
         q: Tensor<B, 4>,
         k: Tensor<B, 4>,
         v: Tensor<B, 4>,
-        mask: Tensor<B, 2, Bool>,
+        mask: Tensor<B, 3, Bool>,
     ) -> Tensor<B, 4> {
         let [b, h, s_q, dh] = q.dims();
         let [_, g, s_k, _] = k.dims();
@@ -109,10 +135,13 @@ impl<B: Backend> Attention<B> {
         let scale = (dh as f64).powf(-0.5);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, G, R*Sq, Sk]
         let scores = scores.reshape([b, h, s_q, s_k]);
-        let mask = mask.unsqueeze::<4>().expand([b, h, s_q, s_k]);
+        let mask = mask.unsqueeze_dim::<4>(1).expand([b, h, s_q, s_k]);
         let dtype = scores.dtype();
-        // Softmax in f32 as HF does, whatever the activation dtype.
-        let scores = scores.cast(FloatDType::F32).mask_fill(mask, f32::NEG_INFINITY);
+        // Softmax in f32 as HF does, whatever the activation dtype. Masked scores get the
+        // lowest finite f32, as HF's eager masks do, not -inf: a padding query whose keys are
+        // all masked then gets finite (unused) outputs instead of NaNs that would reach real
+        // rows through `0 * NaN` in the next layer's attention over its keys and values.
+        let scores = scores.cast(FloatDType::F32).mask_fill(mask, f32::MIN);
         let probs = softmax(scores, 3).cast(dtype).reshape([b, g, r * s_q, s_k]);
         probs.matmul(v).reshape([b, h, s_q, dh])
     }

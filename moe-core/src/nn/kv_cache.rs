@@ -1,5 +1,7 @@
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use super::attention_mask;
 
 /// Keys and values of one attention layer for positions already processed, preallocated for
 /// `capacity` positions so decoding writes in place instead of concatenating.
@@ -12,6 +14,7 @@ pub struct LayerKvCache<B: Backend> {
 }
 
 impl<B: Backend> LayerKvCache<B> {
+    /// An empty cache for `batch` sequences of up to `capacity` positions.
     pub fn new(batch: usize, n_kv_heads: usize, capacity: usize, head_dim: usize, device: &B::Device) -> Self {
         let shape = [batch, n_kv_heads, capacity, head_dim];
         Self {
@@ -47,9 +50,27 @@ impl<B: Backend> LayerKvCache<B> {
 /// filled so far.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
+    /// One cache per decoder layer.
     pub layers: Vec<LayerKvCache<B>>,
     len: usize,
     capacity: usize,
+    /// Per sequence, how many padding tokens precede its prompt (empty: none anywhere).
+    left_padding: Vec<usize>,
+}
+
+/// Where the tokens of one cached forward step sit and what they may attend to: the same for
+/// every layer, so [`KvCache::step`] computes it once per step.
+#[derive(Debug, Clone)]
+pub struct CacheStep<B: Backend> {
+    /// Cache index of the step's first token.
+    pub start: usize,
+    /// First cache index the step reads (`> 0` only when a sliding window has moved past it).
+    pub lo: usize,
+    /// `[B or 1, S, start + S - lo]`, `true` = masked: causal, sliding window, padding keys.
+    pub mask: Tensor<B, 3, Bool>,
+    /// `[B, S]` RoPE positions of left-padded sequences (cache index minus padding);
+    /// `None` when every sequence is at `start..start + S`.
+    pub positions: Option<Tensor<B, 2, Int>>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -68,6 +89,51 @@ impl<B: Backend> KvCache<B> {
                 .collect(),
             len: 0,
             capacity,
+            left_padding: Vec::new(),
+        }
+    }
+
+    /// Declares that sequence `b` starts with `left_padding[b]` padding tokens: they are never
+    /// attended to and the RoPE positions of each sequence start at its first real token, as
+    /// transformers does for left-padded batches (`position_ids = cumsum(mask) - 1`). The
+    /// sliding window, as in transformers, counts cache indices.
+    pub fn with_left_padding(mut self, left_padding: Vec<usize>) -> Self {
+        self.left_padding = if left_padding.iter().all(|&p| p == 0) { Vec::new() } else { left_padding };
+        self
+    }
+
+    /// Per sequence, its padding tokens (empty when there are none).
+    pub fn left_padding(&self) -> &[usize] {
+        &self.left_padding
+    }
+
+    /// Positions and mask for `s` new tokens after the cached ones.
+    pub fn step(&self, s: usize, sliding_window: Option<usize>, device: &B::Device) -> CacheStep<B> {
+        let start = self.len;
+        let lo = sliding_window.map_or(0, |w| start.saturating_sub(w - 1));
+        let s_k = start + s - lo;
+        if self.left_padding.is_empty() {
+            let mask = attention_mask::<B>(s, s_k, start - lo, sliding_window, device).unsqueeze::<3>();
+            return CacheStep { start, lo, mask, positions: None };
+        }
+        let b = self.left_padding.len();
+        let mut mask = Vec::with_capacity(b * s * s_k);
+        let mut positions = Vec::with_capacity(b * s);
+        for &pad in &self.left_padding {
+            for q in start..start + s {
+                positions.push(q.saturating_sub(pad) as i64);
+                for k in lo..start + s {
+                    let future = k > q;
+                    let outside_window = sliding_window.is_some_and(|w| k + w <= q);
+                    mask.push(future || outside_window || k < pad);
+                }
+            }
+        }
+        CacheStep {
+            start,
+            lo,
+            mask: Tensor::from_data(TensorData::new(mask, [b, s, s_k]), device),
+            positions: Some(Tensor::from_data(TensorData::new(positions, [b, s]), device)),
         }
     }
 
@@ -76,10 +142,12 @@ impl<B: Backend> KvCache<B> {
         self.len
     }
 
+    /// Whether no position is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Positions the cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -92,5 +160,6 @@ impl<B: Backend> KvCache<B> {
     /// Forgets everything (the buffers are reused).
     pub fn reset(&mut self) {
         self.len = 0;
+        self.left_padding.clear();
     }
 }

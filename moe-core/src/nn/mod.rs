@@ -10,7 +10,7 @@ mod swiglu;
 
 pub use attention::{Attention, AttentionConfig};
 pub use functional::{log_softmax, logsumexp, positive_reciprocal, softmax};
-pub use kv_cache::{KvCache, LayerKvCache};
+pub use kv_cache::{CacheStep, KvCache, LayerKvCache};
 pub use mask::attention_mask;
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rope::{RotaryEmbedding, RotaryEmbeddingConfig};

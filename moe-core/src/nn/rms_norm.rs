@@ -32,6 +32,7 @@ impl RmsNormConfig {
 pub struct RmsNorm<B: Backend> {
     /// `[D]`; named as in the checkpoint (`*_layernorm.weight`).
     pub weight: Param<Tensor<B, 1>>,
+    /// Added to the mean square before the square root.
     pub epsilon: f64,
 }
 

@@ -1,7 +1,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// Configuration of [`RotaryEmbedding`].
 #[derive(Config, Debug)]
@@ -10,6 +10,7 @@ pub struct RotaryEmbeddingConfig {
     pub head_dim: usize,
     /// Positions in the precomputed table.
     pub max_seq_len: usize,
+    /// Base frequency.
     #[config(default = 10000.0)]
     pub theta: f64,
 }
@@ -66,6 +67,19 @@ impl<B: Backend> RotaryEmbedding<B> {
         let dtype = x.dtype();
         let cos = self.cos.clone().narrow(0, start, s).cast(dtype).reshape([1, 1, s, dh]);
         let sin = self.sin.clone().narrow(0, start, s).cast(dtype).reshape([1, 1, s, dh]);
+        x.clone() * cos + rotate_half(x) * sin
+    }
+
+    /// [`Self::apply`] with each sequence at its own positions (left-padded batches).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, S, Dh]`, `positions`: `[B, S]` -> `[B, N, S, Dh]`
+    pub fn apply_at(&self, x: Tensor<B, 4>, positions: Tensor<B, 2, Int>) -> Tensor<B, 4> {
+        let [b, _, s, dh] = x.dims();
+        let dtype = x.dtype();
+        let flat = positions.reshape([b * s]);
+        let cos = self.cos.clone().select(0, flat.clone()).cast(dtype).reshape([b, 1, s, dh]);
+        let sin = self.sin.clone().select(0, flat).cast(dtype).reshape([b, 1, s, dh]);
         x.clone() * cos + rotate_half(x) * sin
     }
 

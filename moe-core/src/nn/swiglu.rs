@@ -8,11 +8,14 @@ use burn::tensor::Tensor;
 /// Configuration of [`SwiGlu`].
 #[derive(Config, Debug)]
 pub struct SwiGluConfig {
+    /// Model width `D`.
     pub d_model: usize,
+    /// Hidden width `F`.
     pub d_ff: usize,
 }
 
 impl SwiGluConfig {
+    /// A block with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SwiGlu<B> {
         let up = LinearConfig::new(self.d_model, self.d_ff).with_bias(false);
         let down = LinearConfig::new(self.d_ff, self.d_model).with_bias(false);

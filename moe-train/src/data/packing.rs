@@ -15,6 +15,7 @@ pub const NO_TASK: u8 = u8::MAX;
 /// Sequences of one split, stored flat.
 #[derive(Debug, Clone)]
 pub struct Split {
+    /// Tokens per sequence.
     pub seq_len: usize,
     /// `n * seq_len` token ids.
     pub tokens: Vec<u32>,
@@ -23,10 +24,12 @@ pub struct Split {
 }
 
 impl Split {
+    /// Number of sequences.
     pub fn len(&self) -> usize {
         self.tokens.len() / self.seq_len
     }
 
+    /// Whether there are no sequences.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
@@ -47,7 +50,9 @@ impl Split {
 /// The tokenised corpus, split.
 #[derive(Debug, Clone)]
 pub struct PackedData {
+    /// Training sequences.
     pub train: Split,
+    /// Validation sequences.
     pub val: Split,
     /// Tokens in the whole corpus (before dropping the last partial sequence).
     pub corpus_tokens: usize,
@@ -110,6 +115,7 @@ pub struct BatchOrder {
 }
 
 impl BatchOrder {
+    /// The batch order of `split`: `batch_size` sequences per batch, reshuffled each epoch from `seed`.
     pub fn new(split: &Split, batch_size: usize, seed: u64) -> Result<Self> {
         let n_sequences = split.len();
         if n_sequences < batch_size {
@@ -123,6 +129,7 @@ impl BatchOrder {
         Ok(Self { n: n_sequences, batch_size, seed, epoch: None })
     }
 
+    /// Whole batches in one pass over the split.
     pub fn batches_per_epoch(&self) -> usize {
         self.n / self.batch_size
     }
