@@ -209,6 +209,11 @@ pub trait BackendTask {
 /// [`set_precision`].
 ///
 /// Errors if the backend is not compiled in or does not support the precision.
+// Without any backend feature every kind is an error and the arguments go unused.
+#[cfg_attr(
+    not(any(feature = "ndarray", feature = "flex", feature = "wgpu", feature = "cuda")),
+    allow(unused_variables, dead_code)
+)]
 pub fn run_on<T: BackendTask>(kind: BackendKind, precision: Precision, task: T) -> Result<T::Output, MoeError> {
     fn go<B: Backend, T: BackendTask>(device: B::Device, precision: Precision, task: T) -> Result<T::Output, MoeError> {
         set_precision::<B>(&device, precision)?;
