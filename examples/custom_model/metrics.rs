@@ -207,7 +207,8 @@ impl MetricsRendererTraining for LineRenderer {
     }
 
     fn render_train(&mut self, item: TrainingProgress, _: Vec<ProgressType>) {
-        if item.iteration.unwrap_or(0) % self.every == 0 {
+        let epoch_done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
+        if item.iteration.unwrap_or(0) % self.every == 0 || epoch_done {
             eprintln!("{}", Self::line("train", &item, &self.train));
         }
     }

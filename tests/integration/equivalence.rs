@@ -88,7 +88,8 @@ fn load_balancing_loss_leaves_padding_out() {
     let all_real = Tensor::<Cpu, 2, burn::tensor::Bool>::from_data([[true; 5]; 2], &device);
     let unmasked = load_balancing_loss(&layers, 2, None).into_scalar();
     let masked = load_balancing_loss(&layers, 2, Some(all_real)).into_scalar();
-    assert!((unmasked - masked).abs() <= 1e-6);
+    // Two summation paths (mean vs. weighted sum x reciprocal): a few f32 ulps apart at most.
+    assert!((unmasked - masked).abs() <= 2e-6 * unmasked.abs(), "{unmasked} vs {masked}");
 
     // Padding the second sequence's last 2 tokens = dropping those rows.
     let mask = Tensor::<Cpu, 2, burn::tensor::Bool>::from_data(
