@@ -106,7 +106,7 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
                 bail!("need tokens, d_model, d_ff >= 1 and 1 <= top_k <= experts");
             }
             let shape = LayerShape { tokens: a.tokens, d_model: a.d_model, d_ff: a.d_ff, experts: a.experts, top_k: a.top_k };
-            let r = crate::layer::run::<B>(a.common.backend, shape, a.warmup, a.repeats, &device);
+            let r = crate::layer::run::<B>(a.common.backend, a.common.dtype, shape, a.warmup, a.repeats, &device);
             if !a.common.json {
                 eprintln!(
                     "sparse {:.2} ms (fwd+bwd {:.2}) | all experts {:.2} ms ({:.2}x slower) | dense equal-FLOP {:.2} ms (sparse/dense {:.2})",

@@ -4,7 +4,7 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
-use moe_core::backend::BackendKind;
+use moe_core::backend::{BackendKind, Precision};
 use moe_core::moe::SparseMoeConfig;
 use moe_core::nn::SwiGluConfig;
 use serde::Serialize;
@@ -24,7 +24,7 @@ pub struct LayerShape {
 #[derive(Debug, Serialize)]
 pub struct LayerReport {
     pub backend: String,
-    pub dtype: &'static str,
+    pub dtype: String,
     pub shape: LayerShape,
     pub warmup: usize,
     pub repeats: usize,
@@ -50,7 +50,7 @@ pub struct LayerReport {
     pub sparse_fwd_bwd_tflops: f64,
 }
 
-pub fn run<B: Backend>(backend: BackendKind, shape: LayerShape, warmup: usize, repeats: usize, device: &B::Device) -> LayerReport {
+pub fn run<B: Backend>(backend: BackendKind, precision: Precision, shape: LayerShape, warmup: usize, repeats: usize, device: &B::Device) -> LayerReport {
     let LayerShape { tokens: t, d_model: d, d_ff: f, experts: e, top_k: k } = shape.clone();
     B::seed(device, 7);
     let moe = SparseMoeConfig::new(d, f, e).with_top_k(k).init::<B>(device);
@@ -83,7 +83,7 @@ pub fn run<B: Backend>(backend: BackendKind, shape: LayerShape, warmup: usize, r
     let flops = 6.0 * (t * k * d * f) as f64;
     LayerReport {
         backend: backend.to_string(),
-        dtype: "f32",
+        dtype: precision.to_string(),
         shape,
         warmup,
         repeats,

@@ -29,22 +29,27 @@ fn chunked_logits(model: &Mixtral<Cpu>, tokens: &[i64], b: usize, chunks: &[usiz
     host(Tensor::cat(outs, 1))
 }
 
+/// A random model small enough to test many windows quickly (vocabulary 97).
+fn small_model(sliding_window: Option<usize>) -> Mixtral<Cpu> {
+    let config = MixtralConfig {
+        vocab_size: 97,
+        d_model: 32,
+        d_ff: 48,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        max_seq_len: 64,
+        sliding_window,
+        ..MixtralConfig::tiny()
+    };
+    config.init::<Cpu>(&Default::default())
+}
+
 #[test]
 fn incremental_decoding_equals_full_recompute() {
     let device = Default::default();
     for window in [None, Some(1), Some(3), Some(5), Some(64)] {
-        let config = MixtralConfig {
-            vocab_size: 97,
-            d_model: 32,
-            d_ff: 48,
-            n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 8,
-            max_seq_len: 64,
-            sliding_window: window,
-            ..MixtralConfig::tiny()
-        };
-        let model = config.init::<Cpu>(&device);
+        let model = small_model(window);
         let (b, s) = (2, 13);
         let tokens: Vec<i64> = Tensor::<Cpu, 1>::random([b * s], Distribution::Uniform(0.0, 97.0), &device)
             .int()
@@ -68,20 +73,8 @@ fn incremental_decoding_equals_full_recompute() {
 /// cache indices, as transformers does) behaves the same across the padding.
 #[test]
 fn left_padded_batches_equal_each_sequence_alone() {
-    let device = Default::default();
     for window in [None, Some(3), Some(6)] {
-        let config = MixtralConfig {
-            vocab_size: 97,
-            d_model: 32,
-            d_ff: 48,
-            n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 8,
-            max_seq_len: 64,
-            sliding_window: window,
-            ..MixtralConfig::tiny()
-        };
-        let model = config.init::<Cpu>(&device);
+        let model = small_model(window);
         let lengths = [9usize, 4, 1, 7];
         let p = *lengths.iter().max().unwrap();
         let (decode, capacity) = (5, p + 5);
