@@ -54,7 +54,8 @@ impl BackendTask for Generate {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let model = load_hub_checkpoint::<B>(&args.model, &device).with_context(|| format!("loading {}", args.model.display()))?;
+        let model = load_hub_checkpoint::<B>(&args.model, &device)
+            .with_context(|| format!("loading {}", args.model.display()))?;
         let tokenizer = match &args.tokenizer {
             Some(path) => Some(TextTokenizer::from_file(path)?),
             None => TextTokenizer::from_model_dir(&args.model)?,
@@ -73,14 +74,13 @@ impl BackendTask for Generate {
             max_new_tokens: args.max_new_tokens,
             sampling: SamplingConfig { temperature: args.temperature, seed: args.seed, ..SamplingConfig::default() },
             stop_tokens: model.config().eos_token_ids.clone(),
-            experts_per_token: None,
         };
         // Stream text as it comes when there is a tokenizer.
         let mut stream = tokenizer.as_ref().map(|t| t.stream(&prompt, true)).transpose()?;
         if let (Some(text), Some(_)) = (&args.prompt, &stream) {
             print!("{text}");
         }
-        let out = generate(&model, &[prompt.clone()], &config, |_, id| {
+        let out = generate(&model, std::slice::from_ref(&prompt), &config, |_, id| {
             if let Some(piece) = stream.as_mut().and_then(|s| s.push(id).ok().flatten()) {
                 print!("{piece}");
                 let _ = std::io::stdout().flush();

@@ -84,7 +84,10 @@ struct Summary {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    ensure!(args.epochs > 0 && args.train_size >= 4 * args.batch_size && args.batch_size > 0, "need --epochs >= 1, --batch-size >= 1 and --train-size >= 4 x --batch-size");
+    ensure!(
+        args.epochs > 0 && args.train_size >= 4 * args.batch_size && args.batch_size > 0,
+        "need --epochs >= 1, --batch-size >= 1 and --train-size >= 4 x --batch-size"
+    );
     ensure!((1..=args.experts).contains(&args.top_k), "--top-k must be in 1..=--experts");
     let summary = run_on(args.backend, Precision::F32, Train(args.clone()))??;
     if args.json {
@@ -180,7 +183,12 @@ struct Evaluation {
     expert_tokens: Vec<Vec<f64>>,
 }
 
-fn evaluate<B: Backend>(model: &TopicClassifier<B>, items: &[TopicItem], batch_size: usize, device: &B::Device) -> Evaluation {
+fn evaluate<B: Backend>(
+    model: &TopicClassifier<B>,
+    items: &[TopicItem],
+    batch_size: usize,
+    device: &B::Device,
+) -> Evaluation {
     let loader: Arc<dyn DataLoader<B, _>> = DataLoaderBuilder::<B, _, _>::new(TopicBatcher)
         .batch_size(batch_size)
         .set_device(device.clone())

@@ -117,7 +117,11 @@ pub fn min_expert_load(expert_tokens: &[Vec<f64>]) -> f64 {
         .map(|layer| {
             let total: f64 = layer.iter().sum();
             let min = layer.iter().copied().fold(f64::INFINITY, f64::min);
-            if total > 0.0 { min * layer.len() as f64 / total } else { 0.0 }
+            if total > 0.0 {
+                min * layer.len() as f64 / total
+            } else {
+                0.0
+            }
         })
         .fold(f64::INFINITY, f64::min)
 }
@@ -208,7 +212,7 @@ impl MetricsRendererTraining for LineRenderer {
 
     fn render_train(&mut self, item: TrainingProgress, _: Vec<ProgressType>) {
         let epoch_done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
-        if item.iteration.unwrap_or(0) % self.every == 0 || epoch_done {
+        if item.iteration.unwrap_or(0).is_multiple_of(self.every) || epoch_done {
             eprintln!("{}", Self::line("train", &item, &self.train));
         }
     }

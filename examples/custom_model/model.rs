@@ -125,10 +125,17 @@ impl<B: Backend> TopicClassifier<B> {
     /// metrics read.
     pub fn objective(&self, batch: TopicBatch<B>) -> TopicOutput<B> {
         let out = self.forward(batch.tokens);
-        let ce = CrossEntropyLossConfig::new().init(&out.logits.device()).forward(out.logits.clone(), batch.labels.clone());
+        let ce =
+            CrossEntropyLossConfig::new().init(&out.logits.device()).forward(out.logits.clone(), batch.labels.clone());
         let aux = load_balancing_loss(&out.router_logits, self.top_k, None);
         let loss = ce + aux.clone().mul_scalar(self.aux_loss_coef);
-        TopicOutput { loss, logits: out.logits, targets: batch.labels, aux_loss: aux, expert_tokens: self.expert_tokens(&out.experts) }
+        TopicOutput {
+            loss,
+            logits: out.logits,
+            targets: batch.labels,
+            aux_loss: aux,
+            expert_tokens: self.expert_tokens(&out.experts),
+        }
     }
 
     /// `[L, E]`: how many (token, slot) assignments each expert of each layer received.
@@ -138,7 +145,12 @@ impl<B: Backend> TopicClassifier<B> {
             .map(|chosen| {
                 let chosen = chosen.clone().flatten::<1>(0, 1);
                 let ones = Tensor::<B, 1>::ones([chosen.dims()[0]], &chosen.device());
-                Tensor::<B, 1>::zeros([self.n_experts], &chosen.device()).select_assign(0, chosen, ones, IndexingUpdateOp::Add)
+                Tensor::<B, 1>::zeros([self.n_experts], &chosen.device()).select_assign(
+                    0,
+                    chosen,
+                    ones,
+                    IndexingUpdateOp::Add,
+                )
             })
             .collect();
         Tensor::stack(rows, 0)

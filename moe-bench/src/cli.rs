@@ -1,15 +1,19 @@
 //! The `moe-bench` command line.
 
-use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 use moe_core::config::MixtralConfig;
+use moe_core::io::load_hub_checkpoint;
 
 use crate::layer::LayerShape;
 
-/// Benchmarks of burn-moe (f32). Each prints a JSON object (stdout) with medians in milliseconds
-/// or tokens per second; record results in BENCHMARKS.md with the command line.
+/// Benchmarks of burn-moe in f32, f16 or bf16 (`--dtype`). Each prints a JSON object (stdout)
+/// with medians in milliseconds or tokens per second; record results in BENCHMARKS.md with the
+/// command line.
 #[derive(Parser)]
 #[command(name = "moe-bench", version, about)]
 struct Cli {
@@ -27,8 +31,9 @@ enum Command {
 
 #[derive(Args)]
 struct Common {
-    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`).
-    #[arg(long, default_value = "ndarray")]
+    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`); default: the
+    /// fastest CPU backend compiled in (flex).
+    #[arg(long, default_value_t = BackendKind::fastest_cpu())]
     backend: BackendKind,
     /// Compute dtype: f32, f16 or bf16 (where the backend supports it).
     #[arg(long, default_value = "f32")]
@@ -42,14 +47,19 @@ struct Common {
 struct LayerArgs {
     #[command(flatten)]
     common: Common,
+    /// Tokens routed through the layer at once (`T`).
     #[arg(long, default_value_t = 2048)]
     tokens: usize,
+    /// Model width `D`.
     #[arg(long, default_value_t = 512)]
     d_model: usize,
+    /// Hidden width of each expert `F`.
     #[arg(long, default_value_t = 1408)]
     d_ff: usize,
+    /// Experts `E`.
     #[arg(long, default_value_t = 8)]
     experts: usize,
+    /// Experts per token `K`.
     #[arg(long, default_value_t = 2)]
     top_k: usize,
     /// Untimed runs first (autotune, caches).
@@ -64,16 +74,44 @@ struct LayerArgs {
 struct DecodeArgs {
     #[command(flatten)]
     common: Common,
-    /// Shape: tiny, mixtral-8x7b or mixtral-8x22b.
+    /// A Hub-layout checkpoint folder to decode with (its weights and shape) instead of random
+    /// weights of a preset's shape.
+    #[arg(long, conflicts_with_all = ["preset", "vocab", "d_model", "d_ff", "heads", "kv_heads", "experts", "top_k"])]
+    model: Option<PathBuf>,
+    /// Shape: tiny, mixtral-8x7b or mixtral-8x22b (random weights), changed by the flags below.
     #[arg(long, default_value = "tiny")]
     preset: String,
-    /// Keep only this many layers of the preset.
+    /// Keep only this many layers (of the preset or the checkpoint).
     #[arg(long)]
     layers: Option<usize>,
+    /// Vocabulary size `V`.
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Model width `D` (head_dim becomes D / heads).
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// Expert hidden width `F`.
+    #[arg(long)]
+    d_ff: Option<usize>,
+    /// Query heads `H`.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Key/value heads `G`.
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Experts `E`.
+    #[arg(long)]
+    experts: Option<usize>,
+    /// Experts per token `K`.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sequences decoded together.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Prompt tokens per sequence (random ids).
     #[arg(long, default_value_t = 128)]
     prompt_len: usize,
+    /// Tokens to generate per sequence.
     #[arg(long, short = 'n', default_value_t = 32)]
     new_tokens: usize,
     /// Memory bandwidth for the floor in GB/s (default: measure host memory).
@@ -105,7 +143,8 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
             if a.top_k == 0 || a.top_k > a.experts || a.tokens == 0 || a.d_model == 0 || a.d_ff == 0 {
                 bail!("need tokens, d_model, d_ff >= 1 and 1 <= top_k <= experts");
             }
-            let shape = LayerShape { tokens: a.tokens, d_model: a.d_model, d_ff: a.d_ff, experts: a.experts, top_k: a.top_k };
+            let shape =
+                LayerShape { tokens: a.tokens, d_model: a.d_model, d_ff: a.d_ff, experts: a.experts, top_k: a.top_k };
             let r = crate::layer::run::<B>(a.common.backend, a.common.dtype, shape, a.warmup, a.repeats, &device);
             if !a.common.json {
                 eprintln!(
@@ -116,26 +155,74 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Decode(a) => {
-            let mut config = match a.preset.as_str() {
-                "tiny" => MixtralConfig::tiny(),
-                "mixtral-8x7b" => MixtralConfig::mixtral_8x7b(),
-                "mixtral-8x22b" => MixtralConfig::mixtral_8x22b(),
-                other => bail!("unknown preset `{other}` (tiny, mixtral-8x7b, mixtral-8x22b)"),
+            let model = match &a.model {
+                Some(dir) => {
+                    let mut model = load_hub_checkpoint::<B>(dir, &device)
+                        .with_context(|| format!("cannot load model {}", dir.display()))?;
+                    if let Some(layers) = a.layers {
+                        anyhow::ensure!(
+                            (1..=model.layers.len()).contains(&layers),
+                            "--layers must be in 1..={} for this checkpoint",
+                            model.layers.len()
+                        );
+                        model.layers.truncate(layers);
+                        model.config.n_layers = layers;
+                    }
+                    model
+                }
+                None => crate::decode::random_model::<B>(&decode_shape(&a)?, &device),
             };
-            if let Some(layers) = a.layers {
-                config.n_layers = layers;
-            }
-            config.max_seq_len = config.max_seq_len.max(a.prompt_len + a.new_tokens);
-            config.validate()?;
-            let r = crate::decode::run::<B>(a.common.backend, a.common.dtype, config, a.batch, a.prompt_len, a.new_tokens, a.bandwidth_gbs, &device)?;
+            let run = crate::decode::DecodeRun {
+                backend: a.common.backend,
+                precision: a.common.dtype,
+                batch: a.batch,
+                prompt_len: a.prompt_len,
+                new_tokens: a.new_tokens,
+                bandwidth_gbs: a.bandwidth_gbs,
+            };
+            let r = crate::decode::run::<B>(&model, &run)?;
             if !a.common.json {
                 eprintln!(
-                    "prompt {:.1} tok/s | decode {:.2} tok/s | bandwidth floor {:.2} tok/s at {:.1} GB/s",
-                    r.prompt_tokens_per_sec, r.decode_tokens_per_sec, r.bandwidth_floor_tokens_per_sec, r.bandwidth_gbs
+                    "prompt {:.1} tok/s | decode {:.2} tok/s | bandwidth floor {:.2} tok/s at {:.1} GB/s ({:.0}% of it)",
+                    r.prompt_tokens_per_sec,
+                    r.decode_tokens_per_sec,
+                    r.bandwidth_floor_tokens_per_sec,
+                    r.bandwidth_gbs,
+                    100.0 * r.fraction_of_floor
                 );
             }
             println!("{}", serde_json::to_string(&r)?);
         }
     }
     Ok(())
+}
+
+/// The preset named by `--preset`, changed by the shape flags, with room for the prompt and
+/// the tokens to generate.
+fn decode_shape(a: &DecodeArgs) -> Result<MixtralConfig> {
+    let mut config = match a.preset.as_str() {
+        "tiny" => MixtralConfig::tiny(),
+        "mixtral-8x7b" => MixtralConfig::mixtral_8x7b(),
+        "mixtral-8x22b" => MixtralConfig::mixtral_8x22b(),
+        other => bail!("unknown preset `{other}` (tiny, mixtral-8x7b, mixtral-8x22b)"),
+    };
+    let set = |field: &mut usize, value: Option<usize>| {
+        if let Some(v) = value {
+            *field = v;
+        }
+    };
+    set(&mut config.n_layers, a.layers);
+    set(&mut config.vocab_size, a.vocab);
+    set(&mut config.d_model, a.d_model);
+    set(&mut config.d_ff, a.d_ff);
+    set(&mut config.n_heads, a.heads);
+    set(&mut config.n_kv_heads, a.kv_heads);
+    set(&mut config.n_experts, a.experts);
+    set(&mut config.top_k, a.top_k);
+    if a.d_model.is_some() || a.heads.is_some() {
+        config.head_dim = config.d_model / config.n_heads.max(1);
+    }
+    config.max_seq_len = config.max_seq_len.max(a.prompt_len + a.new_tokens);
+    config.validate()?;
+    Ok(config)
 }

@@ -50,7 +50,14 @@ pub struct LayerReport {
     pub sparse_fwd_bwd_tflops: f64,
 }
 
-pub fn run<B: Backend>(backend: BackendKind, precision: Precision, shape: LayerShape, warmup: usize, repeats: usize, device: &B::Device) -> LayerReport {
+pub fn run<B: Backend>(
+    backend: BackendKind,
+    precision: Precision,
+    shape: LayerShape,
+    warmup: usize,
+    repeats: usize,
+    device: &B::Device,
+) -> LayerReport {
     let LayerShape { tokens: t, d_model: d, d_ff: f, experts: e, top_k: k } = shape.clone();
     B::seed(device, 7);
     let moe = SparseMoeConfig::new(d, f, e).with_top_k(k).init::<B>(device);
@@ -58,27 +65,18 @@ pub fn run<B: Backend>(backend: BackendKind, precision: Precision, shape: LayerS
     // Random inputs, so that tokens spread over the experts as real activations do.
     let x = Tensor::<B, 2>::random([t, d], Distribution::Normal(0.0, 1.0), device);
 
-    let sparse_ms = median_ms::<B, _>(device, warmup, repeats, || {
-        moe.forward(x.clone()).hidden
-    });
-    let all_experts_ms = median_ms::<B, _>(device, warmup, repeats, || {
-        moe.forward_all_experts(x.clone()).hidden
-    });
-    let dense_equal_flop_ms = median_ms::<B, _>(device, warmup, repeats, || {
-        dense.forward(x.clone())
-    });
+    let sparse_ms = median_ms::<B, _>(device, warmup, repeats, || moe.forward(x.clone()).hidden);
+    let all_experts_ms = median_ms::<B, _>(device, warmup, repeats, || moe.forward_all_experts(x.clone()).hidden);
+    let dense_equal_flop_ms = median_ms::<B, _>(device, warmup, repeats, || dense.forward(x.clone()));
 
     // Forward + backward: the same modules (same seed) on the autodiff backend.
     B::seed(device, 7);
     let moe = SparseMoeConfig::new(d, f, e).with_top_k(k).init::<Autodiff<B>>(device);
     let dense = SwiGluConfig::new(d, k * f).init::<Autodiff<B>>(device);
     let x = Tensor::<Autodiff<B>, 2>::from_inner(x);
-    let sparse_fwd_bwd_ms = median_ms::<B, _>(device, warmup, repeats, || {
-        moe.forward(x.clone()).hidden.sum().backward()
-    });
-    let dense_fwd_bwd_ms = median_ms::<B, _>(device, warmup, repeats, || {
-        dense.forward(x.clone()).sum().backward()
-    });
+    let sparse_fwd_bwd_ms =
+        median_ms::<B, _>(device, warmup, repeats, || moe.forward(x.clone()).hidden.sum().backward());
+    let dense_fwd_bwd_ms = median_ms::<B, _>(device, warmup, repeats, || dense.forward(x.clone()).sum().backward());
 
     let flops = 6.0 * (t * k * d * f) as f64;
     LayerReport {

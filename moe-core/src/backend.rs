@@ -43,6 +43,16 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// The fastest CPU backend compiled in: `flex` (`gemm` matmuls; faster than `ndarray` for
+    /// prompts, decoding and the MoE layer, see BENCHMARKS.md), else `ndarray`.
+    pub fn fastest_cpu() -> Self {
+        if cfg!(feature = "flex") || !cfg!(feature = "ndarray") {
+            Self::Flex
+        } else {
+            Self::Ndarray
+        }
+    }
+
     /// Whether this build was compiled with the backend's feature.
     pub fn is_compiled(self) -> bool {
         match self {
@@ -85,9 +95,9 @@ impl FromStr for BackendKind {
             "flex" => Ok(Self::Flex),
             "wgpu" => Ok(Self::Wgpu),
             "cuda" => Ok(Self::Cuda),
-            other => Err(MoeError::Unsupported(format!(
-                "unknown backend `{other}` (expected ndarray, flex, wgpu or cuda)"
-            ))),
+            other => {
+                Err(MoeError::Unsupported(format!("unknown backend `{other}` (expected ndarray, flex, wgpu or cuda)")))
+            }
         }
     }
 }
@@ -137,6 +147,17 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Every precision, widest first.
+    pub const ALL: [Precision; 3] = [Self::F32, Self::F16, Self::Bf16];
+
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+
     /// The Burn float dtype.
     pub fn float_dtype(self) -> FloatDType {
         match self {
@@ -165,9 +186,7 @@ impl FromStr for Precision {
             "f32" | "float32" | "fp32" => Ok(Self::F32),
             "f16" | "float16" | "fp16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
-            other => Err(MoeError::Unsupported(format!(
-                "unknown dtype `{other}` (expected f32, f16 or bf16)"
-            ))),
+            other => Err(MoeError::Unsupported(format!("unknown dtype `{other}` (expected f32, f16 or bf16)"))),
         }
     }
 }

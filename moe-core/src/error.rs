@@ -71,6 +71,15 @@ pub enum MoeError {
         dir: PathBuf,
     },
 
+    /// An experts-per-token setting outside `1..=n_experts`.
+    #[error("experts per token must be in 1..={n_experts}, got {got}")]
+    ExpertsPerToken {
+        /// The number asked for.
+        got: usize,
+        /// Experts per layer.
+        n_experts: usize,
+    },
+
     /// A backend or dtype that this build or device does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -78,17 +87,11 @@ pub enum MoeError {
 
 impl MoeError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 
     pub(crate) fn config(field: &str, reason: impl Into<String>) -> Self {
-        Self::Config {
-            field: field.to_string(),
-            reason: reason.into(),
-        }
+        Self::Config { field: field.to_string(), reason: reason.into() }
     }
 }
 

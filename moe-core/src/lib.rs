@@ -40,6 +40,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod fs;
 pub mod io;
 pub mod loss;
 pub mod model;

@@ -1,9 +1,9 @@
 //! Inference for Mixtral-architecture checkpoints: KV-cached generation with HF-style sampling,
-//! and scoring (NLL, perplexity, router losses), on any Burn backend.
+//! and scoring (NLL, perplexity, router losses), on any Burn backend; the `moe-infer` CLI.
 //!
-//! Load a model with [`moe_core::io::load_hub_checkpoint`] (or build one from a
-//! [`moe_core::config::MixtralConfig`]), then [`generate()`] or [`score()`]. Text goes through
-//! [`TextTokenizer`] (HF `tokenizers`), streamed with [`TextStream`] / [`TextCollector`].
+//! Generation, sampling and tokenizers live in [`moe_generate`] (shared with the trainer) and
+//! are re-exported here. Load a model with [`moe_core::io::load_hub_checkpoint`] (or build one
+//! from a [`moe_core::config::MixtralConfig`]), then [`generate()`] or [`score()`].
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -11,12 +11,12 @@
 //! use moe_infer::{generate, score, GenerationConfig, SamplingConfig};
 //!
 //! let device = Default::default();
-//! let model = MixtralConfig::tiny().init::<NdArray>(&device); // random weights
+//! let mut model = MixtralConfig::tiny().init::<NdArray>(&device); // random weights
+//! model.set_experts_per_token(1).unwrap(); // optional: fewer experts than the config's top_k
 //! let config = GenerationConfig {
 //!     max_new_tokens: 4,
 //!     sampling: SamplingConfig { temperature: 0.7, top_p: Some(0.9), seed: 1, ..Default::default() },
 //!     stop_tokens: vec![],
-//!     experts_per_token: None, // the model's top_k
 //! };
 //! let mut streamed = Vec::new();
 //! let out = generate(&model, &[vec![1, 5, 9]], &config, |_, id| {
@@ -39,15 +39,11 @@
 
 /// What can go wrong: [`InferError`].
 pub mod error;
-pub mod generate;
-pub mod sampling;
 pub mod score;
-pub mod text;
-pub mod tokenizer;
 
 pub use error::InferError;
-pub use generate::{generate, GenerationConfig, GenerationOutput};
-pub use sampling::{Sampler, SamplingConfig};
+pub use moe_generate::{
+    generate, mixtral_chat_prompt, GenerateError, GenerationConfig, GenerationOutput, Sampler, SamplingConfig,
+    TextCollector, TextStream, TextTokenizer, Turn,
+};
 pub use score::{score, ScoreOutput};
-pub use text::{mixtral_chat_prompt, TextCollector, Turn};
-pub use tokenizer::{TextStream, TextTokenizer};

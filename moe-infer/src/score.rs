@@ -6,7 +6,9 @@ use burn::tensor::{ElementConversion, FloatDType, Int, Tensor, TensorData};
 use moe_core::loss::{load_balancing_loss, router_z_loss};
 use moe_core::model::Mixtral;
 
-use crate::error::{check_ids, InferError};
+use moe_generate::{check_ids, GenerateError};
+
+use crate::error::InferError;
 
 /// Scores of one batch, and the raw outputs they came from.
 #[derive(Debug, Clone)]
@@ -40,7 +42,7 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
         return Err(InferError::TooShortToScore);
     }
     if s > c.max_seq_len {
-        return Err(InferError::ContextOverflow { needed: s, max: c.max_seq_len });
+        return Err(GenerateError::ContextOverflow { needed: s, max: c.max_seq_len }.into());
     }
     for seq in batch {
         check_ids(seq, c.vocab_size)?;
@@ -51,9 +53,7 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
     let out = model.forward(ids.clone());
 
-    let aux_loss = load_balancing_loss(&out.router_logits, c.top_k, None)
-        .into_scalar()
-        .elem::<f64>();
+    let aux_loss = load_balancing_loss(&out.router_logits, c.top_k, None).into_scalar().elem::<f64>();
     let z_loss = router_z_loss(&out.router_logits).into_scalar().elem::<f64>();
 
     // One per-token NLL pass serves both means (HF's `lm_loss` is the mean over all of them).
@@ -61,14 +61,10 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
     let targets = ids.narrow(1, 1, s - 1).reshape([b * (s - 1), 1]);
     // In f32 whatever the model's dtype, as transformers' loss upcasts the logits.
     let logits = out.logits.clone().narrow(1, 0, s - 1).reshape([b * (s - 1), v]).cast(FloatDType::F32);
-    let nll = log_softmax(logits, 1)
-        .gather(1, targets)
-        .neg();
+    let nll = log_softmax(logits, 1).gather(1, targets).neg();
     let nll: Vec<f32> = nll.into_data().iter::<f32>().collect();
-    let sequence_nll: Vec<f64> = nll
-        .chunks(s - 1)
-        .map(|row| row.iter().map(|&x| x as f64).sum::<f64>() / (s - 1) as f64)
-        .collect();
+    let sequence_nll: Vec<f64> =
+        nll.chunks(s - 1).map(|row| row.iter().map(|&x| x as f64).sum::<f64>() / (s - 1) as f64).collect();
     // Every sequence has s - 1 predictions, so the overall mean is the mean of the means.
     let mean_nll = sequence_nll.iter().sum::<f64>() / b as f64;
 

@@ -1,8 +1,8 @@
 //! The `moe-infer` binary as a user runs it (this test file spawns the binary and links no
 //! backend code of its own).
 
-use std::path::PathBuf;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 fn fixture(name: &str) -> PathBuf {
@@ -25,18 +25,22 @@ fn reference(name: &str) -> serde_json::Value {
 #[test]
 fn greedy_generate_reproduces_transformers() {
     for name in ["tiny-mixtral", "tiny-swa-bf16-sharded"] {
-        let want: Vec<u64> = reference(name)["gen_tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
+        let want: Vec<u64> =
+            reference(name)["gen_tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         let prompt = want[..8].iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let model = fixture(name);
         let new = (want.len() - 8).to_string();
         let out = moe_infer(&[
-            "generate", "--model", model.to_str().unwrap(), "--prompt-ids", &prompt,
-            "--max-new-tokens", &new, "--temperature", "0", "--json",
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            &prompt,
+            "--max-new-tokens",
+            &new,
+            "--temperature",
+            "0",
+            "--json",
         ]);
         let got = json(&out);
         let ids: Vec<u64> = got["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
@@ -55,16 +59,20 @@ fn score_matches_transformers_and_dumps_logits() {
         let ids = st.tensor("input_ids").unwrap();
         let s = ids.shape()[1];
         let ids: Vec<i64> = ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
-        let lines: Vec<String> = ids
-            .chunks(s)
-            .map(|r| r.iter().map(i64::to_string).collect::<Vec<_>>().join(" "))
-            .collect();
+        let lines: Vec<String> =
+            ids.chunks(s).map(|r| r.iter().map(i64::to_string).collect::<Vec<_>>().join(" ")).collect();
         let ids_file = dir.path().join(format!("{name}.txt"));
         std::fs::write(&ids_file, lines.join("\n")).unwrap();
         let dump = dir.path().join(format!("{name}.safetensors"));
         let out = moe_infer(&[
-            "score", "--model", fixture(name).to_str().unwrap(), "--token-ids", ids_file.to_str().unwrap(),
-            "--dump-logits", dump.to_str().unwrap(), "--json",
+            "score",
+            "--model",
+            fixture(name).to_str().unwrap(),
+            "--token-ids",
+            ids_file.to_str().unwrap(),
+            "--dump-logits",
+            dump.to_str().unwrap(),
+            "--json",
         ]);
         let got = json(&out);
         let r = reference(name);
@@ -216,8 +224,18 @@ fn flex_backend_in_f32_f16_and_bf16() {
         for (dtype, loss_tol, logit_tol) in [("f32", 1e-5, 1e-5), ("f16", 1e-3, 5e-3), ("bf16", 1e-2, 3e-2)] {
             let dump = dir.path().join(format!("{name}-{dtype}.safetensors"));
             let out = moe_infer(&[
-                "score", "--model", fixture(name).to_str().unwrap(), "--token-ids", ids_file.to_str().unwrap(),
-                "--backend", "flex", "--dtype", dtype, "--dump-logits", dump.to_str().unwrap(), "--json",
+                "score",
+                "--model",
+                fixture(name).to_str().unwrap(),
+                "--token-ids",
+                ids_file.to_str().unwrap(),
+                "--backend",
+                "flex",
+                "--dtype",
+                dtype,
+                "--dump-logits",
+                dump.to_str().unwrap(),
+                "--json",
             ]);
             let got = json(&out);
             let loss_diff = (got["mean_nll"].as_f64().unwrap() - r["lm_loss"].as_f64().unwrap()).abs();

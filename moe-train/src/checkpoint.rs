@@ -59,12 +59,9 @@ pub fn save<B: AutodiffBackend>(
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     let fail = |reason: String| TrainError::Checkpoint { path: tmp.clone(), reason };
     let rec = recorder();
-    rec.record(model.clone().into_record(), tmp.join("model"))
-        .map_err(|e| fail(e.to_string()))?;
-    rec.record(optim.decay.to_record(), tmp.join("optim-decay"))
-        .map_err(|e| fail(e.to_string()))?;
-    rec.record(optim.no_decay.to_record(), tmp.join("optim-no-decay"))
-        .map_err(|e| fail(e.to_string()))?;
+    rec.record(model.clone().into_record(), tmp.join("model")).map_err(|e| fail(e.to_string()))?;
+    rec.record(optim.decay.to_record(), tmp.join("optim-decay")).map_err(|e| fail(e.to_string()))?;
+    rec.record(optim.no_decay.to_record(), tmp.join("optim-no-decay")).map_err(|e| fail(e.to_string()))?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(tmp.join("state.json"), json).map_err(|e| TrainError::io(tmp.join("state.json"), e))?;
     if dest.exists() {
@@ -100,8 +97,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join("state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| TrainError::Resume { path: dir.into(), reason: format!("state.json: {e}") })
+    serde_json::from_str(&text).map_err(|e| TrainError::Resume { path: dir.into(), reason: format!("state.json: {e}") })
 }
 
 /// Restores model, optimizer and progress from a checkpoint folder; `model` is a freshly built
@@ -116,28 +112,12 @@ pub fn load<B: AutodiffBackend>(
     let fail = |reason: String| TrainError::Resume { path: dir.into(), reason };
     let state = read_state(dir)?;
     let rec = recorder();
-    let record = rec
-        .load(dir.join("model"), device)
-        .map_err(|e| fail(format!("model weights: {e}")))?;
+    let record = rec.load(dir.join("model"), device).map_err(|e| fail(format!("model weights: {e}")))?;
     let model = model.load_record(record);
     let mut optim = MoeOptimizer::new(settings, &model);
-    let decay = rec
-        .load(dir.join("optim-decay"), device)
-        .map_err(|e| fail(format!("optimizer state: {e}")))?;
-    let no_decay = rec
-        .load(dir.join("optim-no-decay"), device)
-        .map_err(|e| fail(format!("optimizer state: {e}")))?;
+    let decay = rec.load(dir.join("optim-decay"), device).map_err(|e| fail(format!("optimizer state: {e}")))?;
+    let no_decay = rec.load(dir.join("optim-no-decay"), device).map_err(|e| fail(format!("optimizer state: {e}")))?;
     optim.decay = optim.decay.load_record(decay);
     optim.no_decay = optim.no_decay.load_record(no_decay);
     Ok((model, optim, state))
-}
-
-/// Writes `bytes` to `path` through a temp file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }

@@ -45,6 +45,9 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["config", "preset", "data", "tokenizer", "out", "seed"])]
     pub resume: Option<PathBuf>,
     /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). Training is f32.
+    /// The default is ndarray: for training (forward + backward) it measured faster than flex
+    /// (1456 vs 1780 ms per MoE layer step, BENCHMARKS.md); `moe-infer` defaults to flex, which
+    /// is faster for inference.
     #[arg(long, default_value = "ndarray")]
     pub backend: BackendKind,
     /// Seed of the model init, the synthetic corpus and the data order.
@@ -133,7 +136,9 @@ pub fn run() -> Result<()> {
                 cli.checkpoint_every.is_some(),
             ];
             if knobs.iter().any(|&k| k) {
-                bail!("--resume continues a run with its saved settings; only --steps and --backend may be given with it");
+                bail!(
+                    "--resume continues a run with its saved settings; only --steps and --backend may be given with it"
+                );
             }
             resume_run(dir, cli.steps, progress)?
         }
@@ -165,7 +170,7 @@ impl BackendTask for TrainTask<'_> {
 fn describe(setup: &RunSetup) {
     let c = &setup.config;
     let m = &c.model;
-    eprintln!(
+    log::info!(
         "run {}: {} layers, d_model {}, {} experts (top-{}), vocab {}; {:.2}M parameters, {:.2}M active per token",
         setup.run_dir.display(),
         m.n_layers,
@@ -177,12 +182,16 @@ fn describe(setup: &RunSetup) {
         m.num_active_params() as f64 / 1e6
     );
     let data = &setup.data;
-    eprintln!(
+    log::info!(
         "data: {} training / {} validation sequences of {} tokens ({}); {} steps of {} tokens{}",
         data.train.len(),
         data.val.len(),
         c.train.seq_len,
-        if setup.tasks.is_empty() { "user data".to_string() } else { format!("built-in tasks: {}", setup.tasks.join(", ")) },
+        if setup.tasks.is_empty() {
+            "user data".to_string()
+        } else {
+            format!("built-in tasks: {}", setup.tasks.join(", "))
+        },
         c.train.steps,
         c.train.batch_size * c.train.seq_len * c.train.grad_accum_steps,
         setup.resume_from.as_ref().map_or(String::new(), |p| format!("; resuming from {}", p.display()))
@@ -201,7 +210,12 @@ fn report(summary: &RunSummary, json: bool) -> Result<()> {
             Some(false) => " [wrong]",
             None => "",
         };
-        println!("  {}{} -> {}{mark}", s.task.as_deref().map_or(String::new(), |t| format!("({t}) ")), s.prompt, s.output);
+        println!(
+            "  {}{} -> {}{mark}",
+            s.task.as_deref().map_or(String::new(), |t| format!("({t}) ")),
+            s.prompt,
+            s.output
+        );
     }
     if !summary.task_accuracy.is_empty() {
         let acc: Vec<String> = summary.task_accuracy.iter().map(|(t, a)| format!("{t} {:.0}%", 100.0 * a)).collect();
@@ -212,7 +226,11 @@ fn report(summary: &RunSummary, json: bool) -> Result<()> {
     }
     println!(
         "val loss {:.3} -> {:.3}; final train loss {:.3}; {} steps, {:.0} tokens/s",
-        summary.initial_val_loss, summary.final_val_loss, summary.final_train_loss, summary.steps, summary.tokens_per_sec
+        summary.initial_val_loss,
+        summary.final_val_loss,
+        summary.final_train_loss,
+        summary.steps,
+        summary.tokens_per_sec
     );
     println!("model: {}", summary.model_dir.display());
     for p in &summary.plots {

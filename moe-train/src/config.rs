@@ -176,7 +176,7 @@ impl TrainConfig {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let text = serde_json::to_string_pretty(self).expect("config serialises");
-        crate::checkpoint::write_atomic(path, text.as_bytes())
+        Ok(moe_core::fs::write_atomic(path, text.as_bytes())?)
     }
 
     /// The load-balancing loss weight in effect.
@@ -224,18 +224,19 @@ impl TrainConfig {
                 return bad(field, format!("must be in [0, 1), got {beta}"));
             }
         }
-        if !(t.epsilon > 0.0) {
+        if !(t.epsilon.is_finite() && t.epsilon > 0.0) {
             return bad("train.epsilon", format!("must be positive, got {}", t.epsilon));
         }
-        if !(t.weight_decay >= 0.0) {
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
             return bad("train.weight_decay", format!("must be >= 0, got {}", t.weight_decay));
         }
         if let Some(clip) = t.grad_clip {
-            if !(clip > 0.0) {
+            if !(clip.is_finite() && clip > 0.0) {
                 return bad("train.grad_clip", format!("must be positive (or null for off), got {clip}"));
             }
         }
-        if !(self.aux_loss_coef() >= 0.0) || !(t.z_loss_coef >= 0.0) {
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !non_negative(self.aux_loss_coef()) || !non_negative(t.z_loss_coef) {
             return bad("train.aux_loss_coef / train.z_loss_coef", "must be >= 0".into());
         }
         if !(t.val_fraction > 0.0 && t.val_fraction < 1.0) {

@@ -64,8 +64,8 @@ pub enum TrainError {
         seq_len: usize,
     },
     #[error(
-        "step {step}: the {what} is not finite ({value}); training stopped. The last good \
-         checkpoint is kept in {checkpoints}; lower train.lr or set train.grad_clip and resume"
+        "step {step}: the {what} is not finite ({value}); training stopped. {}",
+        resume_advice(.last_checkpoint.as_deref())
     )]
     /// The loss or gradient norm became NaN or infinite.
     NonFinite {
@@ -75,8 +75,8 @@ pub enum TrainError {
         what: &'static str,
         /// The value seen.
         value: f32,
-        /// The run's checkpoint folder.
-        checkpoints: PathBuf,
+        /// The newest checkpoint written before it, if any.
+        last_checkpoint: Option<PathBuf>,
     },
     /// `--resume` was given something that is not a run or checkpoint to continue.
     #[error("cannot resume from {path}: {reason}")]
@@ -105,9 +105,20 @@ pub enum TrainError {
     /// From the model library (config, checkpoint files).
     #[error(transparent)]
     Model(#[from] moe_core::MoeError),
-    /// From the inference library (sampling during evaluation, tokenizer files).
+    /// From generation (samples after training) and tokenizer files.
     #[error(transparent)]
-    Infer(#[from] moe_infer::InferError),
+    Generate(#[from] moe_generate::GenerateError),
+}
+
+/// What a user whose run diverged can do, depending on whether a checkpoint exists.
+fn resume_advice(last_checkpoint: Option<&Path>) -> String {
+    match last_checkpoint {
+        Some(dir) => format!(
+            "The last good checkpoint is {}; lower train.lr or set train.grad_clip and --resume the run",
+            dir.display()
+        ),
+        None => "No checkpoint was written before it; lower train.lr or set train.grad_clip and start again".into(),
+    }
 }
 
 impl TrainError {

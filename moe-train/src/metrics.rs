@@ -139,7 +139,8 @@ impl RouterStats {
             expert_load,
             router_entropy,
             task_expert: has_tasks.then(|| self.task_expert.clone()),
-            specialisation: has_tasks.then(|| self.task_expert.iter().map(|c| normalized_mutual_information(c)).collect()),
+            specialisation: has_tasks
+                .then(|| self.task_expert.iter().map(|c| normalized_mutual_information(c)).collect()),
         }
     }
 }
@@ -160,9 +161,8 @@ pub fn normalized_mutual_information(counts: &[Vec<u64>]) -> f64 {
         return 0.0;
     }
     let rows: Vec<f64> = counts.iter().map(|r| r.iter().sum::<u64>() as f64 / n).collect();
-    let cols: Vec<f64> = (0..counts.first().map_or(0, Vec::len))
-        .map(|j| counts.iter().map(|r| r[j]).sum::<u64>() as f64 / n)
-        .collect();
+    let cols: Vec<f64> =
+        (0..counts.first().map_or(0, Vec::len)).map(|j| counts.iter().map(|r| r[j]).sum::<u64>() as f64 / n).collect();
     let h = |ps: &[f64]| -> f64 { ps.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum() };
     let mut mi = 0.0;
     for (i, row) in counts.iter().enumerate() {
@@ -199,14 +199,11 @@ impl RunLog {
                     text.push_str(&serde_json::to_string(r).expect("record serialises"));
                     text.push('\n');
                 }
-                crate::checkpoint::write_atomic(path, text.as_bytes())?;
+                moe_core::fs::write_atomic(path, text.as_bytes())?;
             }
             None => std::fs::write(path, "").map_err(|e| TrainError::io(path, e))?,
         }
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| TrainError::io(path, e))?;
+        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| TrainError::io(path, e))?;
         Ok(Self { path: path.into(), file })
     }
 
@@ -227,10 +224,8 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRecord>> {
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| TrainError::BadData {
-                path: path.into(),
-                reason: format!("line {}: {e}", i + 1),
-            })
+            serde_json::from_str(l)
+                .map_err(|e| TrainError::BadData { path: path.into(), reason: format!("line {}: {e}", i + 1) })
         })
         .collect()
 }

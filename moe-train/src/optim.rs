@@ -71,11 +71,6 @@ impl<B: AutodiffBackend> MoeOptimizer<B> {
         let model = self.decay.step(lr, model, grads);
         self.no_decay.step(lr, model, no_decay)
     }
-
-    /// Parameters in the no-decay group (norm weights, and the embedding unless it decays).
-    pub fn no_decay_count(&self) -> usize {
-        self.no_decay_ids.len()
-    }
 }
 
 /// Sorts parameters by rank and path: rank < 2 (norms) and the embedding decay only if asked.
@@ -184,7 +179,13 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_floor() {
-        let t = TrainingSettings { lr: 1.0, min_lr_ratio: 0.1, warmup_steps: 10, lr_decay_steps: 110, ..Default::default() };
+        let t = TrainingSettings {
+            lr: 1.0,
+            min_lr_ratio: 0.1,
+            warmup_steps: 10,
+            lr_decay_steps: 110,
+            ..Default::default()
+        };
         assert!((learning_rate(0, &t) - 0.1).abs() < 1e-12);
         assert!((learning_rate(9, &t) - 1.0).abs() < 1e-12);
         assert!((learning_rate(10, &t) - 1.0).abs() < 1e-12);

@@ -16,7 +16,7 @@ fn register() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
-            eprintln!("warning: the embedded plot font did not load; plots will have no text");
+            log::warn!("the embedded plot font did not load; plots will have no text");
         }
     });
 }
@@ -25,14 +25,10 @@ fn register() {
 pub fn draw_all(dir: &Path, records: &[LogRecord], tasks: &[&str]) -> Result<Vec<PathBuf>> {
     register();
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let train: Vec<&TrainRecord> = records
-        .iter()
-        .filter_map(|r| if let LogRecord::Train(t) = r { Some(t) } else { None })
-        .collect();
-    let evals: Vec<&EvalRecord> = records
-        .iter()
-        .filter_map(|r| if let LogRecord::Eval(e) = r { Some(e) } else { None })
-        .collect();
+    let train: Vec<&TrainRecord> =
+        records.iter().filter_map(|r| if let LogRecord::Train(t) = r { Some(t) } else { None }).collect();
+    let evals: Vec<&EvalRecord> =
+        records.iter().filter_map(|r| if let LogRecord::Eval(e) = r { Some(e) } else { None }).collect();
     let mut written = Vec::new();
     if !train.is_empty() || !evals.is_empty() {
         let path = dir.join("loss.png");
@@ -44,7 +40,9 @@ pub fn draw_all(dir: &Path, records: &[LogRecord], tasks: &[&str]) -> Result<Vec
         expert_load(&path, &evals).map_err(|e| plot_error(&path, e))?;
         written.push(path);
     }
-    if let Some(last) = evals.last().filter(|e| e.task_expert.is_some() && !tasks.is_empty() && e.expert_load.first().is_some_and(|l| !l.is_empty())) {
+    if let Some(last) = evals.last().filter(|e| {
+        e.task_expert.is_some() && !tasks.is_empty() && e.expert_load.first().is_some_and(|l| !l.is_empty())
+    }) {
         let path = dir.join("task_expert_routing.png");
         routing_heatmap(&path, last, tasks).map_err(|e| plot_error(&path, e))?;
         written.push(path);
@@ -162,9 +160,16 @@ fn routing_heatmap(path: &Path, eval: &EvalRecord, tasks: &[&str]) -> DrawResult
             for (e, &c) in row.iter().enumerate() {
                 let share = c as f64 / total;
                 let shade = (255.0 * (1.0 - share.min(1.0))) as u8;
-                let (x0, y0, x1, y1) =
-                    (SegmentValue::Exact(e), SegmentValue::Exact(t), SegmentValue::Exact(e + 1), SegmentValue::Exact(t + 1));
-                chart.draw_series(std::iter::once(Rectangle::new([(x0, y0), (x1, y1.clone())], RGBColor(shade, shade, 255).filled())))?;
+                let (x0, y0, x1, y1) = (
+                    SegmentValue::Exact(e),
+                    SegmentValue::Exact(t),
+                    SegmentValue::Exact(e + 1),
+                    SegmentValue::Exact(t + 1),
+                );
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(x0, y0), (x1, y1.clone())],
+                    RGBColor(shade, shade, 255).filled(),
+                )))?;
                 // Text hangs down from its anchor: the cell's top-left corner.
                 chart.draw_series(std::iter::once(Text::new(
                     format!(" {:.0}%", 100.0 * share),

@@ -2,7 +2,7 @@
 
 use burn::tensor::backend::Backend;
 use moe_core::model::Mixtral;
-use moe_infer::{generate, GenerationConfig, SamplingConfig, TextTokenizer};
+use moe_generate::{generate, GenerationConfig, SamplingConfig, TextTokenizer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -27,6 +27,9 @@ pub struct Sample {
     pub correct: Option<bool>,
 }
 
+/// One sample per task, and the exact-match accuracy of each task.
+pub type TaskSamples = (Vec<Sample>, Vec<(String, f64)>);
+
 /// On the built-in corpus: fresh prompts of every task (from a stream the training data never
 /// used), answered greedily; returns one sample per task and the exact-match accuracy per task.
 /// On user data: continuations of the first tokens of a few validation sequences.
@@ -36,7 +39,7 @@ pub fn sample_tasks<B: Backend>(
     tasks: &[&str],
     val: &Split,
     seed: u64,
-) -> Result<(Vec<Sample>, Vec<(String, f64)>)> {
+) -> Result<TaskSamples> {
     let max_new = 24.min(model.config().max_seq_len / 2);
     let mut samples = Vec::new();
     let mut accuracy = Vec::new();
@@ -44,12 +47,7 @@ pub fn sample_tasks<B: Backend>(
         for i in 0..val.len().min(3) {
             let prompt: Vec<u32> = val.tokens[i * val.seq_len..][..val.seq_len.min(8)].to_vec();
             let output = continue_ids(model, tokenizer, &prompt, max_new, Some(seed + i as u64))?;
-            samples.push(Sample {
-                task: None,
-                prompt: tokenizer.decode(&prompt, true)?,
-                output,
-                correct: None,
-            });
+            samples.push(Sample { task: None, prompt: tokenizer.decode(&prompt, true)?, output, correct: None });
         }
         return Ok((samples, accuracy));
     }
@@ -94,12 +92,9 @@ fn continue_ids<B: Backend>(
         None => SamplingConfig::default(),
     };
     let stop_tokens: Vec<u32> = tokenizer.eos_id().into_iter().collect();
-    let config = GenerationConfig { max_new_tokens, sampling, stop_tokens: stop_tokens.clone(), experts_per_token: None };
+    let config = GenerationConfig { max_new_tokens, sampling, stop_tokens: stop_tokens.clone() };
     let out = generate(model, &[prompt.to_vec()], &config, |_, _| true)?;
-    let generated: Vec<u32> = out.sequences[0][prompt.len()..]
-        .iter()
-        .copied()
-        .filter(|t| !stop_tokens.contains(t))
-        .collect();
+    let generated: Vec<u32> =
+        out.sequences[0][prompt.len()..].iter().copied().filter(|t| !stop_tokens.contains(t)).collect();
     Ok(tokenizer.decode(&generated, true)?)
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use moe_infer::TextTokenizer;
+use moe_generate::TextTokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
@@ -34,10 +34,7 @@ pub fn new_run(mut config: TrainConfig, mut spec: DataSpec, run_dir: &Path, prog
     if run_dir.join("config.json").exists() {
         return Err(TrainError::setting(
             "--out",
-            format!(
-                "{} already holds a run: continue it with --resume {0}, or pick another --out",
-                run_dir.display()
-            ),
+            format!("{} already holds a run: continue it with --resume {0}, or pick another --out", run_dir.display()),
         ));
     }
     let t = &config.train;
@@ -57,7 +54,7 @@ pub fn new_run(mut config: TrainConfig, mut spec: DataSpec, run_dir: &Path, prog
     config.save(run_dir.join("config.json"))?;
     tokenizer.save(run_dir.join("tokenizer.json"))?;
     let spec_json = serde_json::to_string_pretty(&spec).expect("spec serialises");
-    checkpoint::write_atomic(&run_dir.join("data.json"), spec_json.as_bytes())?;
+    moe_core::fs::write_atomic(&run_dir.join("data.json"), spec_json.as_bytes())?;
     Ok(RunSetup { config, run_dir: run_dir.into(), tokenizer, data: packed, tasks, resume_from: None, progress })
 }
 
@@ -83,16 +80,12 @@ pub fn resume_run(dir: &Path, steps: Option<usize>, progress: bool) -> Result<Ru
     config.validate()?;
     let state = checkpoint::read_state(&checkpoint)?;
     if state.step > config.train.steps {
-        return Err(fail(format!(
-            "the checkpoint is at step {}, beyond --steps {}",
-            state.step, config.train.steps
-        )));
+        return Err(fail(format!("the checkpoint is at step {}, beyond --steps {}", state.step, config.train.steps)));
     }
     let spec_path = run_dir.join("data.json");
-    let spec: DataSpec = serde_json::from_str(
-        &std::fs::read_to_string(&spec_path).map_err(|e| TrainError::io(&spec_path, e))?,
-    )
-    .map_err(|e| fail(format!("{}: {e}", spec_path.display())))?;
+    let spec: DataSpec =
+        serde_json::from_str(&std::fs::read_to_string(&spec_path).map_err(|e| TrainError::io(&spec_path, e))?)
+            .map_err(|e| fail(format!("{}: {e}", spec_path.display())))?;
     let t = &config.train;
     let (docs, tasks) = documents(&spec, t.synthetic_documents, t.seed)?;
     let tokenizer = TextTokenizer::from_file(run_dir.join("tokenizer.json"))?;
@@ -111,8 +104,5 @@ fn documents(spec: &DataSpec, synthetic_docs: usize, seed: u64) -> Result<(Vec<d
 
 /// `runs/<preset>-<n>` for the first `n` not taken yet.
 pub fn default_run_dir(preset: &str) -> PathBuf {
-    (1..)
-        .map(|n| PathBuf::from("runs").join(format!("{preset}-{n}")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
+    (1..).map(|n| PathBuf::from("runs").join(format!("{preset}-{n}"))).find(|p| !p.exists()).expect("some name is free")
 }

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use moe_core::io::{save_hub_checkpoint, WeightDtype};
 use moe_core::loss::causal_lm_loss;
 use moe_core::model::Mixtral;
-use moe_infer::TextTokenizer;
+use moe_generate::TextTokenizer;
 use serde::Serialize;
 
 use crate::checkpoint::{self, TrainState};
@@ -91,7 +91,8 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
     let log_path = run_dir.join("metrics.jsonl");
     let mut log = RunLog::open(&log_path, resume_from.as_ref().map(|_| state.step))?;
     let mut order = BatchOrder::new(&data.train, b, t.seed)?;
-    let evaluate_now = |model: &Mixtral<B>, step| evaluate(&model.valid(), &data.val, b, t.eval_batches, tasks.len(), step);
+    let evaluate_now =
+        |model: &Mixtral<B>, step| evaluate(&model.valid(), &data.val, b, t.eval_batches, tasks.len(), step);
 
     if state.step == 0 {
         let eval = evaluate_now(&model, 0);
@@ -111,25 +112,19 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
             state.batches_seen += 1;
             let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), device);
             let parts = objective(&model, input, aux_coef, t.z_loss_coef);
-            let values = Tensor::cat(
-                vec![parts.total.clone(), parts.lm_loss, parts.aux_loss, parts.z_loss],
-                0,
-            )
-            .detach()
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32 losses");
+            let values = Tensor::cat(vec![parts.total.clone(), parts.lm_loss, parts.aux_loss, parts.z_loss], 0)
+                .detach()
+                .into_data()
+                .to_vec::<f32>()
+                .expect("f32 losses");
             if !values[0].is_finite() {
                 return Err(non_finite(step, "loss", values[0], run_dir));
             }
             for (sum, v) in sums.iter_mut().zip(&values) {
                 *sum += v / t.grad_accum_steps as f32;
             }
-            let loss = if t.grad_accum_steps > 1 {
-                parts.total.div_scalar(t.grad_accum_steps as f32)
-            } else {
-                parts.total
-            };
+            let loss =
+                if t.grad_accum_steps > 1 { parts.total.div_scalar(t.grad_accum_steps as f32) } else { parts.total };
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
         let mut grads = accumulator.grads();
@@ -182,7 +177,9 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
 }
 
 fn non_finite(step: usize, what: &'static str, value: f32, run_dir: &Path) -> TrainError {
-    TrainError::NonFinite { step, what, value, checkpoints: checkpoint::checkpoints_dir(run_dir) }
+    // Listing can only fail if the folder is unreadable; then no checkpoint is named.
+    let last_checkpoint = checkpoint::list(run_dir).ok().and_then(|mut found| found.pop());
+    TrainError::NonFinite { step, what, value, last_checkpoint }
 }
 
 fn progress_bar(show: bool, steps: usize, done: usize) -> ProgressBar {
@@ -200,11 +197,12 @@ fn progress_bar(show: bool, steps: usize, done: usize) -> ProgressBar {
 
 fn report_eval(eval: &EvalRecord, train_loss: Option<f32>) {
     let train = train_loss.map_or(String::new(), |l| format!("train loss {l:.3} | "));
-    let nmi = eval.specialisation.as_ref().map_or(String::new(), |s| {
-        format!(" | task/expert NMI {:.2}", s.iter().sum::<f64>() / s.len().max(1) as f64)
-    });
+    let nmi = eval
+        .specialisation
+        .as_ref()
+        .map_or(String::new(), |s| format!(" | task/expert NMI {:.2}", s.iter().sum::<f64>() / s.len().max(1) as f64));
     let max_load = eval.expert_load.iter().flatten().copied().fold(0.0, f64::max);
-    eprintln!(
+    log::info!(
         "step {:>5}: {train}val loss {:.3} (ppl {:.2}) | busiest expert {:.0}% of choices{nmi}",
         eval.step,
         eval.val_loss,
@@ -235,16 +233,10 @@ pub fn evaluate<B: Backend>(
         let out = model.forward(input.clone());
         let loss = causal_lm_loss(out.logits, input).into_scalar();
         loss_sum += burn::tensor::ElementConversion::elem::<f64>(loss);
-        let logits: Vec<Vec<f32>> = out
-            .router_logits
-            .into_iter()
-            .map(|l| l.into_data().convert::<f32>().to_vec().expect("f32"))
-            .collect();
-        let experts: Vec<Vec<i64>> = out
-            .experts
-            .into_iter()
-            .map(|e| e.into_data().convert::<i64>().to_vec().expect("i64"))
-            .collect();
+        let logits: Vec<Vec<f32>> =
+            out.router_logits.into_iter().map(|l| l.into_data().convert::<f32>().to_vec().expect("f32")).collect();
+        let experts: Vec<Vec<i64>> =
+            out.experts.into_iter().map(|e| e.into_data().convert::<i64>().to_vec().expect("i64")).collect();
         stats.add(&logits, &experts, &task_ids);
     }
     stats.record(step, (loss_sum / batches as f64) as f32)
@@ -259,14 +251,10 @@ fn summarise(
     task_accuracy: Vec<(String, f64)>,
     plots: Vec<PathBuf>,
 ) -> RunSummary {
-    let evals: Vec<&EvalRecord> = records
-        .iter()
-        .filter_map(|r| if let LogRecord::Eval(e) = r { Some(e) } else { None })
-        .collect();
-    let train: Vec<f32> = records
-        .iter()
-        .filter_map(|r| if let LogRecord::Train(t) = r { Some(t.lm_loss) } else { None })
-        .collect();
+    let evals: Vec<&EvalRecord> =
+        records.iter().filter_map(|r| if let LogRecord::Eval(e) = r { Some(e) } else { None }).collect();
+    let train: Vec<f32> =
+        records.iter().filter_map(|r| if let LogRecord::Train(t) = r { Some(t.lm_loss) } else { None }).collect();
     let tail = &train[train.len().saturating_sub(10)..];
     let last = evals.last();
     RunSummary {

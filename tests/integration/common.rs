@@ -25,9 +25,7 @@ pub struct Reference {
 impl Reference {
     pub fn load(model: &str) -> Self {
         let path = fixture(model).join("reference.safetensors");
-        Self {
-            bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        }
+        Self { bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
     }
 
     pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -71,15 +69,4 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (diff / norm).sqrt()
-}
-
-/// Row-major `[rows, cols]` -> `[cols, rows]`.
-pub fn transposed(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
 }

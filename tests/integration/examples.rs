@@ -82,7 +82,16 @@ fn load_and_generate_reproduces_transformers_and_streams_text() {
     let tokenizer = fixture("tokenizer/tokenizer.json");
     let out = run(
         "load_and_generate",
-        &["--model", model.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--prompt", "Hello", "--max-new-tokens", "5"],
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "5",
+        ],
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.starts_with("Hello"), "{stdout}");

@@ -31,11 +31,8 @@ fn rewrite(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: HashMap<_, _> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
-        .collect();
+    let mut tensors: HashMap<_, _> =
+        st.tensors().into_iter().map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec()))).collect();
     edit(&mut tensors);
     let views: Vec<_> = tensors
         .iter()
@@ -110,12 +107,7 @@ fn header_whose_offsets_lie() {
     let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
     // Point the first tensor's data at bytes it does not own (same length, shifted).
     let mut json: serde_json::Value = serde_json::from_str(header).unwrap();
-    let (name, entry) = json
-        .as_object_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|(k, _)| *k != "__metadata__")
-        .unwrap();
+    let (name, entry) = json.as_object_mut().unwrap().iter_mut().find(|(k, _)| *k != "__metadata__").unwrap();
     let offsets = entry["data_offsets"].as_array_mut().unwrap();
     let (a, b) = (offsets[0].as_u64().unwrap(), offsets[1].as_u64().unwrap());
     offsets[0] = (a + 4).into();
@@ -160,7 +152,9 @@ fn wrong_shapes_are_listed() {
     std::fs::write(dir.path().join("config.json"), text).unwrap();
     let err = load_err(dir.path()).to_string();
     assert!(
-        err.contains("`model.layers.0.block_sparse_moe.experts.0.w1.weight` has shape [128, 64], the config needs [96, 64]"),
+        err.contains(
+            "`model.layers.0.block_sparse_moe.experts.0.w1.weight` has shape [128, 64], the config needs [96, 64]"
+        ),
         "{err}"
     );
     assert!(err.contains("model.layers.1.block_sparse_moe.experts.3.w2.weight"), "{err}");

@@ -1,17 +1,13 @@
 //! moe-infer's engine against transformers: greedy `generate` and scoring.
 
 use moe_core::io::load_hub_checkpoint;
-use moe_infer::{generate, score, GenerationConfig, InferError, SamplingConfig};
+use moe_core::MoeError;
+use moe_infer::{generate, score, GenerateError, GenerationConfig, InferError, SamplingConfig};
 
 use crate::common::*;
 
 fn greedy(max_new_tokens: usize) -> GenerationConfig {
-    GenerationConfig {
-        max_new_tokens,
-        sampling: SamplingConfig::default(),
-        stop_tokens: vec![2],
-        experts_per_token: None,
-    }
+    GenerationConfig { max_new_tokens, sampling: SamplingConfig::default(), stop_tokens: vec![2] }
 }
 
 #[test]
@@ -23,11 +19,11 @@ fn greedy_generation_reproduces_transformers() {
         let prompt: Vec<u32> = reference.i64("gen_prompt").1.iter().map(|&t| t as u32).collect();
         let want: Vec<u32> = reference.i64("gen_tokens").1.iter().map(|&t| t as u32).collect();
         let mut streamed = Vec::new();
-        let out = generate(&model, &[prompt.clone()], &greedy(want.len() - prompt.len()), |_, t| {
+        let out = generate(&model, std::slice::from_ref(&prompt), &greedy(want.len() - prompt.len()), |_, t| {
             streamed.push(t);
             true
         })
-            .unwrap();
+        .unwrap();
         assert_eq!(out.sequences[0], want, "{name}");
         assert_eq!(streamed, want[prompt.len()..], "{name}");
 
@@ -45,7 +41,7 @@ fn greedy_generation_reproduces_transformers() {
         assert_eq!(together.prompt_tokens, 3 + prompt.len() + longer.len());
         assert_eq!(together.sequences[1], want[..prompt.len() + 10], "{name}");
         for (i, p) in batch.iter().enumerate() {
-            let alone = generate(&model, &[p.clone()], &greedy(10), |_, _| true).unwrap();
+            let alone = generate(&model, std::slice::from_ref(p), &greedy(10), |_, _| true).unwrap();
             assert_eq!(together.sequences[i], alone.sequences[0], "{name}: prompt {i}");
         }
     }
@@ -73,28 +69,40 @@ fn bad_inputs_are_errors() {
     let device = Default::default();
     let model = load_hub_checkpoint::<Cpu>(fixture("tiny-mixtral"), &device).unwrap();
     let err = generate(&model, &[vec![1, 512]], &greedy(4), |_, _| true).unwrap_err();
-    assert!(matches!(err, InferError::TokenOutOfVocab { id: 512, .. }), "{err}");
+    assert!(matches!(err, GenerateError::TokenOutOfVocab { id: 512, .. }), "{err}");
     let err = generate(&model, &[vec![1; 250]], &greedy(10), |_, _| true).unwrap_err();
-    assert!(matches!(err, InferError::ContextOverflow { needed: 260, max: 256 }), "{err}");
+    assert!(matches!(err, GenerateError::ContextOverflow { needed: 260, max: 256 }), "{err}");
     let err = generate(&model, &[vec![]], &greedy(10), |_, _| true).unwrap_err();
-    assert!(matches!(err, InferError::EmptyPrompt), "{err}");
+    assert!(matches!(err, GenerateError::EmptyPrompt), "{err}");
     let err = generate(&model, &[vec![1, 2], vec![]], &greedy(1), |_, _| true).unwrap_err();
-    assert!(matches!(err, InferError::EmptyPrompt), "{err}");
+    assert!(matches!(err, GenerateError::EmptyPrompt), "{err}");
     let err = score(&model, &[vec![1, 2], vec![1, 2, 3]]).unwrap_err();
     assert!(matches!(err, InferError::RaggedBatch(_)), "{err}");
-    let config = GenerationConfig { experts_per_token: Some(5), ..greedy(1) };
-    let err = generate(&model, &[vec![1]], &config, |_, _| true).unwrap_err();
-    assert!(matches!(err, InferError::BadExpertsPerToken { got: 5, n_experts: 4 }), "{err}");
+    let err = score(&model, &[vec![1, 600]]).unwrap_err();
+    assert!(matches!(err, InferError::Generate(GenerateError::TokenOutOfVocab { id: 600, .. })), "{err}");
     assert!(matches!(score(&model, &[vec![7]]).unwrap_err(), InferError::TooShortToScore));
+    // Experts per token outside 1..=E: an error, and the model keeps its setting.
+    let mut model = model;
+    for k in [0, 5] {
+        let err = model.set_experts_per_token(k).unwrap_err();
+        assert!(matches!(err, MoeError::ExpertsPerToken { got, n_experts: 4 } if got == k), "{err}");
+    }
+    assert_eq!(model.experts_per_token(), 2);
 }
 
 #[test]
 fn experts_per_token_override_changes_the_function() {
     let device = Default::default();
-    let model = load_hub_checkpoint::<Cpu>(fixture("tiny-mixtral"), &device).unwrap();
+    let mut model = load_hub_checkpoint::<Cpu>(fixture("tiny-mixtral"), &device).unwrap();
     let ids = Reference::load("tiny-mixtral").input_ids::<Cpu>(&device);
     let top2 = host(model.forward(ids.clone()).logits);
-    let top1 = host(model.forward_k(ids.clone(), 1).logits);
-    let all = host(model.forward_k(ids, 4).logits);
-    assert!(max_abs_diff(&top1, &top2) > 1e-3 && max_abs_diff(&all, &top2) > 1e-3);
+    model.set_experts_per_token(1).unwrap();
+    let top1 = model.forward(ids.clone());
+    assert_eq!(top1.experts[0].dims()[1], 1, "one expert per token");
+    model.set_experts_per_token(4).unwrap();
+    let all = host(model.forward(ids.clone()).logits);
+    assert!(max_abs_diff(&host(top1.logits), &top2) > 1e-3 && max_abs_diff(&all, &top2) > 1e-3);
+    // Back to the config's value: the same function as before.
+    model.set_experts_per_token(2).unwrap();
+    assert_eq!(host(model.forward(ids).logits), top2);
 }

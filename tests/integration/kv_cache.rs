@@ -19,10 +19,8 @@ fn chunked_logits(model: &Mixtral<Cpu>, tokens: &[i64], b: usize, chunks: &[usiz
     let mut start = 0;
     let mut outs = Vec::new();
     for &len in chunks {
-        let chunk: Vec<i64> = (0..b)
-            .flat_map(|row| tokens[row * s + start..row * s + start + len].to_vec())
-            .collect();
-        outs.push(model.forward_cached(ids(chunk, b), &mut cache, model.config().top_k).logits);
+        let chunk: Vec<i64> = (0..b).flat_map(|row| tokens[row * s + start..row * s + start + len].to_vec()).collect();
+        outs.push(model.forward_cached(ids(chunk, b), &mut cache).logits);
         start += len;
     }
     assert_eq!(start, s);
@@ -90,9 +88,12 @@ fn left_padded_batches_equal_each_sequence_alone() {
             .zip(lengths)
             .map(|(seq, n)| {
                 let mut cache = model.new_cache(1, capacity);
-                let mut outs = vec![model.forward_cached(ids(seq[..n].to_vec(), 1), &mut cache, 2).logits.narrow(1, n - 1, 1)];
+                // The last-position-only head that generation uses (the batch below takes the
+                // last row of the full logits, so the two paths are compared too).
+                let last = model.next_token_logits(ids(seq[..n].to_vec(), 1), &mut cache);
+                let mut outs = vec![last.unsqueeze_dim::<3>(1)];
                 for &t in &seq[n..n + decode - 1] {
-                    outs.push(model.forward_cached(ids(vec![t], 1), &mut cache, 2).logits);
+                    outs.push(model.forward_cached(ids(vec![t], 1), &mut cache).logits);
                 }
                 host(Tensor::cat(outs, 1)) // [1, decode, V]
             })
@@ -106,10 +107,10 @@ fn left_padded_batches_equal_each_sequence_alone() {
             .zip(&padding)
             .flat_map(|(seq, &pad)| std::iter::repeat_n(0, pad).chain(seq[..p - pad].iter().copied()))
             .collect();
-        let mut outs = vec![model.forward_cached(ids(prompt, lengths.len()), &mut cache, 2).logits.narrow(1, p - 1, 1)];
+        let mut outs = vec![model.forward_cached(ids(prompt, lengths.len()), &mut cache).logits.narrow(1, p - 1, 1)];
         for step in 0..decode - 1 {
             let next: Vec<i64> = sequences.iter().zip(lengths).map(|(seq, n)| seq[n + step]).collect();
-            outs.push(model.forward_cached(ids(next, lengths.len()), &mut cache, 2).logits);
+            outs.push(model.forward_cached(ids(next, lengths.len()), &mut cache).logits);
         }
         let batched = host(Tensor::cat(outs, 1)); // [B, decode, V]
         let per_row = decode * 97;

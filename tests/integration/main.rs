@@ -12,8 +12,8 @@ mod infer;
 mod kv_cache;
 mod parity;
 mod roundtrip;
-mod train_runs;
 mod tokenizer;
+mod train_runs;
 mod training;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -74,17 +74,36 @@ fn resumed_run_equals_uninterrupted_run() {
 }
 
 #[test]
-fn non_finite_loss_stops_with_the_step_and_keeps_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config(12);
-    c.train.lr = 1e30;
-    c.train.warmup_steps = 0;
-    c.train.grad_clip = None;
-    let setup = new_run(c, DataSpec::default(), dir.path(), false).unwrap();
-    let err = train::<CpuAutodiff>(&setup, &Default::default()).unwrap_err();
-    assert!(matches!(err, TrainError::NonFinite { .. }), "{err}");
-    let message = err.to_string();
-    assert!(message.contains("step ") && message.contains("not finite"), "{message}");
+fn non_finite_loss_stops_with_the_step_and_names_the_newest_checkpoint() {
+    for checkpoint_every in [1, 50] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(12);
+        c.train.lr = 1e30;
+        c.train.warmup_steps = 0;
+        c.train.grad_clip = None;
+        c.train.checkpoint_every = checkpoint_every;
+        let setup = new_run(c, DataSpec::default(), dir.path(), false).unwrap();
+        let err = train::<CpuAutodiff>(&setup, &Default::default()).unwrap_err();
+        let message = err.to_string();
+        let TrainError::NonFinite { step, last_checkpoint, .. } = err else {
+            panic!("expected a non-finite stop: {message}");
+        };
+        assert!(message.contains(&format!("step {step}")) && message.contains("not finite"), "{message}");
+        // Checkpoints written before the failing step are kept, and the error names the newest.
+        let kept = moe_train::checkpoint::list(dir.path()).unwrap();
+        assert_eq!(last_checkpoint.as_ref(), kept.last(), "{message}");
+        match &last_checkpoint {
+            Some(newest) => {
+                assert_eq!(checkpoint_every, 1, "{message}");
+                assert!(newest.ends_with(format!("step-{:06}", step - 1)), "{newest:?} for step {step}");
+                assert!(message.contains(&newest.display().to_string()), "{message}");
+            }
+            None => {
+                assert!(checkpoint_every > step || step == 1, "step {step}: {message}");
+                assert!(message.contains("No checkpoint was written"), "{message}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -164,10 +164,7 @@ mod d {
 impl HfMixtralConfig {
     /// Parses `config.json` text. `path` only names the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        serde_json::from_str(text).map_err(|source| MoeError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+        serde_json::from_str(text).map_err(|source| MoeError::Json { path: path.to_path_buf(), source })
     }
 
     /// Reads and parses a `config.json`.
@@ -210,7 +207,7 @@ impl HfMixtralConfig {
         let head_dim = match self.head_dim {
             Some(h) => h,
             None => {
-                if n_heads == 0 || self.hidden_size % n_heads != 0 {
+                if n_heads == 0 || !self.hidden_size.is_multiple_of(n_heads) {
                     return Err(MoeError::config(
                         "num_attention_heads",
                         format!(

@@ -142,7 +142,7 @@ impl MixtralConfig {
                 return Err(MoeError::config(field, "must be at least 1"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(MoeError::config(
                 "num_key_value_heads",
                 format!(
@@ -151,7 +151,7 @@ impl MixtralConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(MoeError::config(
                 "head_dim",
                 format!("({}) must be even for rotary embeddings", self.head_dim),
@@ -160,10 +160,7 @@ impl MixtralConfig {
         if self.top_k > self.n_experts {
             return Err(MoeError::config(
                 "num_experts_per_tok",
-                format!(
-                    "({}) must not exceed num_local_experts ({})",
-                    self.top_k, self.n_experts
-                ),
+                format!("({}) must not exceed num_local_experts ({})", self.top_k, self.n_experts),
             ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
@@ -186,18 +183,21 @@ impl MixtralConfig {
             .chain(self.pad_token_id.iter().map(|id| ("pad_token_id", *id)));
         for (field, id) in ids {
             if id as usize >= self.vocab_size {
-                return Err(MoeError::config(
-                    field,
-                    format!("({id}) must be below vocab_size ({})", self.vocab_size),
-                ));
+                return Err(MoeError::config(field, format!("({id}) must be below vocab_size ({})", self.vocab_size)));
             }
         }
         Ok(())
     }
 
-    /// Query heads that share one key/value head.
-    pub fn n_rep(&self) -> usize {
-        self.n_heads / self.n_kv_heads
+    /// Bytes of all weights stored at `bytes_per_param` bytes each.
+    pub fn weight_bytes(&self, bytes_per_param: usize) -> u64 {
+        self.num_params() as u64 * bytes_per_param as u64
+    }
+
+    /// Bytes the KV cache needs per position of context (K and V of every layer) at
+    /// `bytes_per_value` bytes each.
+    pub fn kv_cache_bytes_per_token(&self, bytes_per_value: usize) -> u64 {
+        (2 * self.n_layers * self.n_kv_heads * self.head_dim * bytes_per_value) as u64
     }
 
     /// Parameters of one layer's experts (all of them).
@@ -238,11 +238,7 @@ mod tests {
 
     #[test]
     fn presets_are_valid() {
-        for config in [
-            MixtralConfig::tiny(),
-            MixtralConfig::mixtral_8x7b(),
-            MixtralConfig::mixtral_8x22b(),
-        ] {
+        for config in [MixtralConfig::tiny(), MixtralConfig::mixtral_8x7b(), MixtralConfig::mixtral_8x22b()] {
             config.validate().unwrap();
         }
     }

@@ -47,17 +47,11 @@ impl HubWeights {
         let dir = dir.as_ref().to_path_buf();
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let mut weights = Self {
-            dir: dir.clone(),
-            shards: Vec::new(),
-            locations: BTreeMap::new(),
-        };
+        let mut weights = Self { dir: dir.clone(), shards: Vec::new(), locations: BTreeMap::new() };
         if index_path.is_file() {
             let text = std::fs::read_to_string(&index_path).map_err(|e| MoeError::io(&index_path, e))?;
-            let index: ShardIndex = serde_json::from_str(&text).map_err(|source| MoeError::Json {
-                path: index_path.clone(),
-                source,
-            })?;
+            let index: ShardIndex =
+                serde_json::from_str(&text).map_err(|source| MoeError::Json { path: index_path.clone(), source })?;
             let mut shard_of_file: HashMap<String, usize> = HashMap::new();
             for (name, file) in &index.weight_map {
                 if file.contains('/') || file.contains('\\') {
@@ -130,27 +124,18 @@ impl HubWeights {
                 })
             }
         };
-        Ok(Some(HostTensor {
-            shape: info.shape.clone(),
-            values,
-        }))
+        Ok(Some(HostTensor { shape: info.shape.clone(), values }))
     }
 }
 
 fn decode<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-        .collect()
+    bytes.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact yields N bytes"))).collect()
 }
 
 impl Shard {
     fn open(path: PathBuf) -> Result<Self> {
         let file = File::open(&path).map_err(|e| MoeError::io(&path, e))?;
-        let invalid = |reason: String| MoeError::Safetensors {
-            path: path.clone(),
-            reason,
-        };
+        let invalid = |reason: String| MoeError::Safetensors { path: path.clone(), reason };
         let len = file.metadata().map_err(|e| MoeError::io(&path, e))?.len();
         if len < 8 {
             return Err(invalid(format!("the file is {len} bytes, too short for a header")));
@@ -161,17 +146,8 @@ impl Shard {
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| MoeError::io(&path, e))?;
         let (header_len, metadata): (usize, Metadata) =
             SafeTensors::read_metadata(&mmap).map_err(|e| invalid(describe(&e)))?;
-        let tensors = metadata
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| (name, info.clone()))
-            .collect();
-        Ok(Self {
-            path,
-            mmap,
-            data_start: 8 + header_len,
-            tensors,
-        })
+        let tensors = metadata.tensors().into_iter().map(|(name, info)| (name, info.clone())).collect();
+        Ok(Self { path, mmap, data_start: 8 + header_len, tensors })
     }
 }
 

@@ -22,9 +22,11 @@
 //! ```
 
 mod export;
+pub mod hub_keys;
 mod hub_weights;
 mod import;
 
 pub use export::{save_hub_checkpoint, WeightDtype};
+pub use hub_keys::HubParam;
 pub use hub_weights::HubWeights;
 pub use import::{load_hub_checkpoint, load_hub_weights};

@@ -26,15 +26,9 @@ pub fn load_balancing_loss<B: Backend>(
     let [n, e] = logits.dims();
     let probs = softmax(logits, 1);
     let chosen = top_k_indices(probs.clone(), top_k); // [N, K]
-    let expert_ids = Tensor::<B, 1, Int>::arange(0..e as i64, &probs.device())
-        .reshape([1, 1, e])
-        .expand([n, top_k, e]);
-    let expert_mask = chosen
-        .unsqueeze_dim::<3>(2)
-        .expand([n, top_k, e])
-        .equal(expert_ids)
-        .float()
-        .cast(FloatDType::F32); // [N, K, E]
+    let expert_ids = Tensor::<B, 1, Int>::arange(0..e as i64, &probs.device()).reshape([1, 1, e]).expand([n, top_k, e]);
+    let expert_mask =
+        chosen.unsqueeze_dim::<3>(2).expand([n, top_k, e]).equal(expert_ids).float().cast(FloatDType::F32); // [N, K, E]
 
     let (tokens_per_expert, prob_per_expert) = match attention_mask {
         None => (
@@ -44,17 +38,10 @@ pub fn load_balancing_loss<B: Backend>(
         Some(mask) => {
             let layers = router_logits.len();
             let [b, s] = mask.dims();
-            let weight = mask
-                .float()
-                .cast(FloatDType::F32)
-                .reshape([1, b * s])
-                .expand([layers, b * s])
-                .reshape([n, 1]); // [N, 1]
+            let weight = mask.float().cast(FloatDType::F32).reshape([1, b * s]).expand([layers, b * s]).reshape([n, 1]); // [N, 1]
             let total = weight.clone().sum().clamp_min(1e-12).reshape([1, 1]);
-            let tokens = (expert_mask * weight.clone().unsqueeze_dim::<3>(2))
-                .sum_dim(0)
-                .squeeze_dim::<2>(0)
-                / total.clone(); // [K, E]
+            let tokens =
+                (expert_mask * weight.clone().unsqueeze_dim::<3>(2)).sum_dim(0).squeeze_dim::<2>(0) / total.clone(); // [K, E]
             let prob = (probs * weight).sum_dim(0) * positive_reciprocal(total); // [1, E]
             (tokens, prob)
         }

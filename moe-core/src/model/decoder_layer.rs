@@ -4,9 +4,7 @@ use burn::tensor::{Bool, Int, Tensor};
 
 use crate::config::MixtralConfig;
 use crate::moe::{SparseMoe, SparseMoeConfig};
-use crate::nn::{
-    Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RotaryEmbedding,
-};
+use crate::nn::{Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RotaryEmbedding};
 
 /// One pre-norm Mixtral decoder layer: `x + attn(norm(x))`, then `h + moe(norm(h))`.
 #[derive(Module, Debug)]
@@ -38,13 +36,8 @@ impl<B: Backend> DecoderLayer<B> {
         let norm = RmsNormConfig::new(config.d_model).with_epsilon(config.rms_norm_eps);
         Self {
             input_layernorm: norm.init(device),
-            self_attn: AttentionConfig::new(
-                config.d_model,
-                config.n_heads,
-                config.n_kv_heads,
-                config.head_dim,
-            )
-            .init(device),
+            self_attn: AttentionConfig::new(config.d_model, config.n_heads, config.n_kv_heads, config.head_dim)
+                .init(device),
             post_attention_layernorm: norm.init(device),
             block_sparse_moe: SparseMoeConfig::new(config.d_model, config.d_ff, config.n_experts)
                 .with_top_k(config.top_k)
@@ -59,16 +52,13 @@ impl<B: Backend> DecoderLayer<B> {
         x: Tensor<B, 3>,
         rope: &RotaryEmbedding<B>,
         mask: Tensor<B, 2, Bool>,
-        top_k: usize,
     ) -> DecoderLayerOutput<B> {
-        let attn = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, mask, 0);
-        self.feed_forward(x + attn, top_k)
+        let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask);
+        self.feed_forward(x + attn)
     }
 
-    /// Incremental forward: the new positions `step.start..step.start + S` attend over the
-    /// cached ones (from `step.lo` on: a sliding window reads only the last `w - 1`).
+    /// Incremental forward of new positions after the ones in `cache` (see
+    /// [`Attention::forward_cached`]).
     ///
     /// # Shapes
     /// - `x`: `[B, S, D]` -> `hidden` `[B, S, D]`
@@ -78,29 +68,14 @@ impl<B: Backend> DecoderLayer<B> {
         rope: &RotaryEmbedding<B>,
         cache: &mut LayerKvCache<B>,
         step: &CacheStep<B>,
-        top_k: usize,
     ) -> DecoderLayerOutput<B> {
-        let [b, s, _] = x.dims();
-        let attn = &self.self_attn;
-        let normed = self.input_layernorm.forward(x.clone());
-        let (q, k, v) = match &step.positions {
-            Some(positions) => attn.project_at(normed, rope, positions.clone()),
-            None => attn.project(normed, rope, step.start),
-        };
-        let (k, v) = cache.append(k, v, step.start, step.lo);
-        let out = attn.merge_heads(attn.attend(q, k, v, step.mask.clone()), b, s);
-        self.feed_forward(x + out, top_k)
+        let attn = self.self_attn.forward_cached(self.input_layernorm.forward(x.clone()), rope, cache, step);
+        self.feed_forward(x + attn)
     }
 
     /// The second half of the layer: `h + moe(norm(h))`.
-    pub fn feed_forward(&self, h: Tensor<B, 3>, top_k: usize) -> DecoderLayerOutput<B> {
-        let moe = self
-            .block_sparse_moe
-            .forward_k(self.post_attention_layernorm.forward(h.clone()), top_k);
-        DecoderLayerOutput {
-            hidden: h + moe.hidden,
-            router_logits: moe.router_logits,
-            experts: moe.experts,
-        }
+    fn feed_forward(&self, h: Tensor<B, 3>) -> DecoderLayerOutput<B> {
+        let moe = self.block_sparse_moe.forward(self.post_attention_layernorm.forward(h.clone()));
+        DecoderLayerOutput { hidden: h + moe.hidden, router_logits: moe.router_logits, experts: moe.experts }
     }
 }

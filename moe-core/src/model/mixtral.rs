@@ -5,9 +5,8 @@ use burn::tensor::{Int, Tensor};
 
 use super::{DecoderLayer, DecoderLayerOutput};
 use crate::config::MixtralConfig;
-use crate::nn::{
-    attention_mask, KvCache, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig,
-};
+use crate::error::Result;
+use crate::nn::{attention_mask, KvCache, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig};
 
 /// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
 ///
@@ -46,20 +45,11 @@ impl MixtralConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Mixtral<B> {
         Mixtral {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
-            layers: (0..self.n_layers)
-                .map(|_| DecoderLayer::init(self, device))
-                .collect(),
-            norm: RmsNormConfig::new(self.d_model)
-                .with_epsilon(self.rms_norm_eps)
-                .init(device),
-            lm_head: (!self.tie_word_embeddings).then(|| {
-                LinearConfig::new(self.d_model, self.vocab_size)
-                    .with_bias(false)
-                    .init(device)
-            }),
-            rope: RotaryEmbeddingConfig::new(self.head_dim, self.max_seq_len)
-                .with_theta(self.rope_theta)
-                .init(device),
+            layers: (0..self.n_layers).map(|_| DecoderLayer::init(self, device)).collect(),
+            norm: RmsNormConfig::new(self.d_model).with_epsilon(self.rms_norm_eps).init(device),
+            lm_head: (!self.tie_word_embeddings)
+                .then(|| LinearConfig::new(self.d_model, self.vocab_size).with_bias(false).init(device)),
+            rope: RotaryEmbeddingConfig::new(self.head_dim, self.max_seq_len).with_theta(self.rope_theta).init(device),
             config: self.clone(),
         }
     }
@@ -71,31 +61,35 @@ impl<B: Backend> Mixtral<B> {
     /// # Shapes
     /// - `input_ids`: `[B, S]` -> `logits` `[B, S, V]`
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> MixtralOutput<B> {
-        self.forward_k(input_ids, self.config.top_k)
-    }
-
-    /// [`Self::forward`] with `top_k` experts per token instead of the configured number.
-    pub fn forward_k(&self, input_ids: Tensor<B, 2, Int>, top_k: usize) -> MixtralOutput<B> {
         let [_, s] = input_ids.dims();
         let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &input_ids.device());
-        let layers = self.layers.iter().map(|layer| {
-            let mask = mask.clone();
-            move |x| layer.forward(x, &self.rope, mask, top_k)
-        });
-        self.run(input_ids, layers)
+        let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
+        let mut routing = Routing::new(self.layers.len());
+        for layer in &self.layers {
+            x = routing.record(layer.forward(x, &self.rope, mask.clone()));
+        }
+        routing.output(self.lm_logits(x))
+    }
+
+    /// Experts each token is routed to (the config's `top_k` unless changed with
+    /// [`Self::set_experts_per_token`]).
+    pub fn experts_per_token(&self) -> usize {
+        self.layers.first().map_or(self.config.top_k, |l| l.block_sparse_moe.top_k())
+    }
+
+    /// Routes every token to `k` experts instead of the config's `top_k` from now on
+    /// (llama.cpp's "experts per token" override); an error unless `1 <= k <= n_experts`.
+    pub fn set_experts_per_token(&mut self, k: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.block_sparse_moe.set_top_k(k)?;
+        }
+        Ok(())
     }
 
     /// An empty KV cache for `batch` sequences of up to `capacity` positions.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
         let c = &self.config;
-        KvCache::new(
-            c.n_layers,
-            batch,
-            c.n_kv_heads,
-            capacity,
-            c.head_dim,
-            &self.embed_tokens.weight.device(),
-        )
+        KvCache::new(c.n_layers, batch, c.n_kv_heads, capacity, c.head_dim, &self.embed_tokens.weight.device())
     }
 
     /// Forward pass of the next `S` tokens of each sequence, continuing after the positions
@@ -108,12 +102,27 @@ impl<B: Backend> Mixtral<B> {
     ///
     /// # Shapes
     /// - `input_ids`: `[B, S]` -> `logits` `[B, S, V]`
-    pub fn forward_cached(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        cache: &mut KvCache<B>,
-        top_k: usize,
-    ) -> MixtralOutput<B> {
+    pub fn forward_cached(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> MixtralOutput<B> {
+        let (hidden, routing) = self.hidden_cached(input_ids, cache);
+        routing.output(self.lm_logits(hidden))
+    }
+
+    /// [`Self::forward_cached`] that computes the logits of each sequence's last position
+    /// only: what generation needs. The head is `V x D` per position, so on a prompt this saves
+    /// most of the head's work (as transformers' `logits_to_keep=1` does).
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[B, S]` -> `[B, V]`
+    pub fn next_token_logits(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
+        let [b, s] = input_ids.dims();
+        let (hidden, _) = self.hidden_cached(input_ids, cache);
+        let last = hidden.narrow(1, s - 1, 1); // [B, 1, D]
+        self.lm_logits(last).reshape([b, self.config.vocab_size])
+    }
+
+    /// The decoder stack over new positions, appending them to `cache`: hidden states before
+    /// the final norm, and the router outputs.
+    fn hidden_cached(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> (Tensor<B, 3>, Routing<B>) {
         let [_, s] = input_ids.dims();
         let start = cache.len();
         assert!(
@@ -124,34 +133,13 @@ impl<B: Backend> Mixtral<B> {
             self.rope.max_seq_len()
         );
         let step = cache.step(s, self.config.sliding_window, &input_ids.device());
-        let step = &step;
-        let layers = self.layers.iter().zip(cache.layers.iter_mut()).map(|(layer, layer_cache)| {
-            move |x| layer.forward_cached(x, &self.rope, layer_cache, step, top_k)
-        });
-        let out = self.run(input_ids, layers);
-        cache.advance(s);
-        out
-    }
-
-    /// Embedding, then each layer step in turn, then the head; collects the router outputs.
-    fn run<F>(&self, input_ids: Tensor<B, 2, Int>, layers: impl Iterator<Item = F>) -> MixtralOutput<B>
-    where
-        F: FnOnce(Tensor<B, 3>) -> DecoderLayerOutput<B>,
-    {
         let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
-        let mut router_logits = Vec::with_capacity(self.layers.len());
-        let mut experts = Vec::with_capacity(self.layers.len());
-        for layer in layers {
-            let out = layer(x);
-            x = out.hidden;
-            router_logits.push(out.router_logits);
-            experts.push(out.experts);
+        let mut routing = Routing::new(self.layers.len());
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = routing.record(layer.forward_cached(x, &self.rope, layer_cache, &step));
         }
-        MixtralOutput {
-            logits: self.lm_logits(x),
-            router_logits,
-            experts,
-        }
+        cache.advance(s);
+        (x, routing)
     }
 
     /// Final norm and output projection.
@@ -172,5 +160,28 @@ impl<B: Backend> Mixtral<B> {
     /// The configuration the model was built from.
     pub fn config(&self) -> &MixtralConfig {
         &self.config
+    }
+}
+
+/// The router outputs of each layer, collected as the layers run.
+struct Routing<B: Backend> {
+    router_logits: Vec<Tensor<B, 2>>,
+    experts: Vec<Tensor<B, 2, Int>>,
+}
+
+impl<B: Backend> Routing<B> {
+    fn new(layers: usize) -> Self {
+        Self { router_logits: Vec::with_capacity(layers), experts: Vec::with_capacity(layers) }
+    }
+
+    /// Keeps a layer's router outputs; returns its hidden states.
+    fn record(&mut self, out: DecoderLayerOutput<B>) -> Tensor<B, 3> {
+        self.router_logits.push(out.router_logits);
+        self.experts.push(out.experts);
+        out.hidden
+    }
+
+    fn output(self, logits: Tensor<B, 3>) -> MixtralOutput<B> {
+        MixtralOutput { logits, router_logits: self.router_logits, experts: self.experts }
     }
 }

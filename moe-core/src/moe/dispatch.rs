@@ -25,13 +25,12 @@ impl<B: Backend> DispatchPlan<B> {
         let [t, k] = experts.dims();
         let n = t * k;
         let device = experts.device();
-        let ids = Tensor::<B, 1, Int>::arange(0..n_experts as i64, &device)
-            .reshape([1, n_experts])
-            .expand([n, n_experts]);
+        let ids =
+            Tensor::<B, 1, Int>::arange(0..n_experts as i64, &device).reshape([1, n_experts]).expand([n, n_experts]);
         let one_hot = experts.reshape([n, 1]).expand([n, n_experts]).equal(ids).int(); // [N, E]
         let counts = one_hot.clone().sum_dim(0); // [1, E]
         let starts = counts.clone().cumsum(1) - counts.clone(); // [1, E] exclusive prefix sum
-        // Rank of each assignment among those of its expert (0-based where one_hot is 1).
+                                                                // Rank of each assignment among those of its expert (0-based where one_hot is 1).
         let rank = one_hot.clone().cumsum(0) - 1; // [N, E]
         let slot = ((rank + starts.expand([n, n_experts])) * one_hot).sum_dim(1); // [N, 1]
         let assignment_index = Tensor::<B, 1, Int>::zeros([n], &device).scatter(
@@ -41,25 +40,20 @@ impl<B: Backend> DispatchPlan<B> {
             burn::tensor::IndexingUpdateOp::Add,
         );
         let token_index = assignment_index.clone().div_scalar(k as i64);
-        let counts = counts
-            .into_data()
-            .iter::<i64>()
-            .map(|c| c as usize)
-            .collect();
-        Self {
-            token_index,
-            assignment_index,
-            counts,
-        }
+        let counts = counts.into_data().iter::<i64>().map(|c| c as usize).collect();
+        Self { token_index, assignment_index, counts }
     }
 
     /// `[start, end)` slot range of each expert.
     pub fn ranges(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
-        self.counts.iter().scan(0, |start, &count| {
-            let range = *start..*start + count;
-            *start += count;
-            Some(range)
-        }).enumerate()
+        self.counts
+            .iter()
+            .scan(0, |start, &count| {
+                let range = *start..*start + count;
+                *start += count;
+                Some(range)
+            })
+            .enumerate()
     }
 }
 

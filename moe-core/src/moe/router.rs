@@ -1,7 +1,7 @@
+use crate::nn::functional::{positive_reciprocal, softmax};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use crate::nn::functional::{positive_reciprocal, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
@@ -22,9 +22,7 @@ impl RouterConfig {
     /// A router with a freshly initialised gate.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Router<B> {
         Router {
-            gate: LinearConfig::new(self.d_model, self.n_experts)
-                .with_bias(false)
-                .init(device),
+            gate: LinearConfig::new(self.d_model, self.n_experts).with_bias(false).init(device),
             top_k: self.top_k,
         }
     }
@@ -35,7 +33,8 @@ impl RouterConfig {
 pub struct Router<B: Backend> {
     /// `[D, E]`; the checkpoint's `block_sparse_moe.gate`.
     pub gate: Linear<B>,
-    /// Experts per token `K`.
+    /// Experts per token `K` (change it with [`SparseMoe::set_top_k`](super::SparseMoe::set_top_k),
+    /// which validates it).
     pub top_k: usize,
 }
 
@@ -54,27 +53,17 @@ impl<B: Backend> Router<B> {
     /// # Shapes
     /// - `x`: `[T, D]`
     pub fn forward(&self, x: Tensor<B, 2>) -> RouterOutput<B> {
-        self.forward_k(x, self.top_k)
-    }
-
-    /// Routes with `top_k` experts per token instead of the configured number (llama.cpp's
-    /// "experts per token" override).
-    pub fn forward_k(&self, x: Tensor<B, 2>, top_k: usize) -> RouterOutput<B> {
         let dtype = x.dtype();
         // The softmax over experts is taken in f32 as in HF: in bf16 the top-k order and the
         // renormalised weights would change.
         let logits = self.gate.forward(x).cast(FloatDType::F32); // [T, E]
         let probs = softmax(logits.clone(), 1);
-        let experts = top_k_indices(probs.clone(), top_k); // [T, K]
+        let experts = top_k_indices(probs.clone(), self.top_k); // [T, K]
         let weights = probs.gather(1, experts.clone()); // [T, K]
-        // Renormalise over the chosen k, so the output is a convex combination of k experts
-        // (Mixtral's choice; Switch-style routers keep the raw probabilities). The gradient
-        // reaches the gate through these weights.
+                                                        // Renormalise over the chosen k, so the output is a convex combination of k experts
+                                                        // (Mixtral's choice; Switch-style routers keep the raw probabilities). The gradient
+                                                        // reaches the gate through these weights.
         let weights = weights.clone() * positive_reciprocal(weights.sum_dim(1));
-        RouterOutput {
-            logits,
-            experts,
-            weights: weights.cast(dtype),
-        }
+        RouterOutput { logits, experts, weights: weights.cast(dtype) }
     }
 }

@@ -3,6 +3,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
+use crate::error::{MoeError, Result};
+
 use super::{DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOutput};
 
 /// Configuration of [`SparseMoe`].
@@ -88,24 +90,31 @@ pub struct MoeOutput<B: Backend, const N: usize> {
 }
 
 impl<B: Backend> SparseMoe<B> {
+    /// Experts per token.
+    pub fn top_k(&self) -> usize {
+        self.router.top_k
+    }
+
+    /// Routes each token to `top_k` experts from now on (llama.cpp's "experts per token"
+    /// override); an error unless `1 <= top_k <= n_experts`.
+    pub fn set_top_k(&mut self, top_k: usize) -> Result<()> {
+        let n_experts = self.experts.n_experts();
+        if !(1..=n_experts).contains(&top_k) {
+            return Err(MoeError::ExpertsPerToken { got: top_k, n_experts });
+        }
+        self.router.top_k = top_k;
+        Ok(())
+    }
+
     /// # Shapes
     /// - `x`: `[..., D]` (e.g. `[B, S, D]` or `[T, D]`) -> `hidden` of the same shape
     pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> MoeOutput<B, N> {
-        self.forward_k(x, self.router.top_k)
-    }
-
-    /// [`Self::forward`] with `top_k` experts per token instead of the configured number.
-    pub fn forward_k<const N: usize>(&self, x: Tensor<B, N>, top_k: usize) -> MoeOutput<B, N> {
         let shape = x.shape();
         let d = shape[N - 1];
         let x = x.reshape([shape.num_elements() / d, d]); // [T, D]
-        let route = self.router.forward_k(x.clone(), top_k);
+        let route = self.router.forward(x.clone());
         let hidden = self.dispatch(x, &route).reshape(shape);
-        MoeOutput {
-            hidden,
-            router_logits: route.logits,
-            experts: route.experts,
-        }
+        MoeOutput { hidden, router_logits: route.logits, experts: route.experts }
     }
 
     /// Groups tokens by expert, runs each expert once on its rows, and scatter-adds the
@@ -118,12 +127,8 @@ impl<B: Backend> SparseMoe<B> {
         let [_, k] = route.experts.dims();
         let plan = DispatchPlan::new(route.experts.clone(), self.experts.n_experts());
         let x_sorted = x.select(0, plan.token_index.clone()); // [T*K, D]
-        let w_sorted = route
-            .weights
-            .clone()
-            .reshape([t * k])
-            .select(0, plan.assignment_index.clone())
-            .reshape([t * k, 1]);
+        let w_sorted =
+            route.weights.clone().reshape([t * k]).select(0, plan.assignment_index.clone()).reshape([t * k, 1]);
         let outputs: Vec<_> = plan
             .ranges()
             .filter(|(_, range)| !range.is_empty())
@@ -133,14 +138,9 @@ impl<B: Backend> SparseMoe<B> {
             })
             .collect();
         let y_sorted = Tensor::cat(outputs, 0) * w_sorted; // [T*K, D]
-        // Slots are in expert order, so each token's k contributions are added in ascending
-        // expert order, as HF's loop over experts does.
-        Tensor::zeros([t, d], &y_sorted.device()).select_assign(
-            0,
-            plan.token_index,
-            y_sorted,
-            IndexingUpdateOp::Add,
-        )
+                                                           // Slots are in expert order, so each token's k contributions are added in ascending
+                                                           // expert order, as HF's loop over experts does.
+        Tensor::zeros([t, d], &y_sorted.device()).select_assign(0, plan.token_index, y_sorted, IndexingUpdateOp::Add)
     }
 
     /// Reference implementation: every expert on every token, masked by the routing weights.
@@ -162,10 +162,6 @@ impl<B: Backend> SparseMoe<B> {
         let all = self.experts.forward_all(x); // [E, T, D]
         let weights = dense.transpose().unsqueeze_dim::<3>(2); // [E, T, 1]
         let hidden = (all * weights).sum_dim(0).squeeze_dim::<2>(0);
-        MoeOutput {
-            hidden,
-            router_logits: route.logits,
-            experts: route.experts,
-        }
+        MoeOutput { hidden, router_logits: route.logits, experts: route.experts }
     }
 }

@@ -11,9 +11,7 @@ use burn::tensor::{Int, Tensor};
 /// - `scores`: `[T, E]` -> `[T, K]`
 pub fn top_k_indices<B: Backend>(scores: Tensor<B, 2>, k: usize) -> Tensor<B, 2, Int> {
     let [t, e] = scores.dims();
-    let expert_ids = Tensor::<B, 1, Int>::arange(0..e as i64, &scores.device())
-        .reshape([1, e])
-        .expand([t, e]);
+    let expert_ids = Tensor::<B, 1, Int>::arange(0..e as i64, &scores.device()).reshape([1, e]).expand([t, e]);
     let mut remaining = scores.detach();
     let mut picks = Vec::with_capacity(k);
     for round in 0..k {

@@ -1,11 +1,11 @@
+use super::functional::softmax;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use super::functional::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, FloatDType, Tensor};
 
-use super::RotaryEmbedding;
+use super::{CacheStep, LayerKvCache, RotaryEmbedding};
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -58,54 +58,50 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    /// Attention of a block of queries over its own keys (positions `start..start + S`).
+    /// Causal self-attention of a whole sequence (positions `0..S`).
     ///
     /// # Shapes
     /// - `x`: `[B, S, D]`
     /// - `mask`: `[S, S]`, `true` = masked (see [`crate::nn::attention_mask`])
     /// - returns `[B, S, D]`
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RotaryEmbedding<B>,
-        mask: Tensor<B, 2, Bool>,
-        start: usize,
-    ) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &RotaryEmbedding<B>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
-        let (q, k, v) = self.project(x, rope, start);
+        let (q, k, v) = self.project(x);
+        let (q, k) = (rope.apply(q, 0), rope.apply(k, 0));
         let out = self.attend(q, k, v, mask.unsqueeze::<3>());
         self.merge_heads(out, b, s)
     }
 
-    /// q, k, v projections with RoPE applied to q and k.
+    /// Attention of `S` new positions over themselves and the positions already in `cache`:
+    /// their keys and values are appended to the cache, and `step` (from
+    /// [`KvCache::step`](super::KvCache::step), shared by every layer) says where they sit,
+    /// which cached positions they read and what is masked.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, S, D]` -> `[B, S, D]`
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RotaryEmbedding<B>,
+        cache: &mut LayerKvCache<B>,
+        step: &CacheStep<B>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (q, k, v) = self.project(x);
+        let (q, k) = match &step.positions {
+            Some(positions) => (rope.apply_at(q, positions.clone()), rope.apply_at(k, positions.clone())),
+            None => (rope.apply(q, step.start), rope.apply(k, step.start)),
+        };
+        let (k, v) = cache.append(k, v, step.start, step.lo);
+        let out = self.attend(q, k, v, step.mask.clone());
+        self.merge_heads(out, b, s)
+    }
+
+    /// q, k, v projections split into heads (before RoPE).
     ///
     /// # Shapes
     /// - `x`: `[B, S, D]` -> `([B, H, S, Dh], [B, G, S, Dh], [B, G, S, Dh])`
-    pub fn project(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RotaryEmbedding<B>,
-        start: usize,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-        let (q, k, v) = self.project_unrotated(x);
-        (rope.apply(q, start), rope.apply(k, start), v)
-    }
-
-    /// [`Self::project`] with each sequence at its own RoPE positions (left-padded batches).
-    ///
-    /// # Shapes
-    /// - `x`: `[B, S, D]`, `positions`: `[B, S]` -> as [`Self::project`]
-    pub fn project_at(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RotaryEmbedding<B>,
-        positions: Tensor<B, 2, Int>,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-        let (q, k, v) = self.project_unrotated(x);
-        (rope.apply_at(q, positions.clone()), rope.apply_at(k, positions), v)
-    }
-
-    fn project_unrotated(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    fn project(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, g, dh) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone()).reshape([b, s, h, dh]).swap_dims(1, 2);
@@ -119,13 +115,7 @@ impl<B: Backend> Attention<B> {
     /// # Shapes
     /// - `q`: `[B, H, Sq, Dh]`, `k`/`v`: `[B, G, Sk, Dh]`, `mask`: `[B or 1, Sq, Sk]`
     /// - returns `[B, H, Sq, Dh]`
-    pub fn attend(
-        &self,
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-        mask: Tensor<B, 3, Bool>,
-    ) -> Tensor<B, 4> {
+    fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask: Tensor<B, 3, Bool>) -> Tensor<B, 4> {
         let [b, h, s_q, dh] = q.dims();
         let [_, g, s_k, _] = k.dims();
         let r = h / g;
@@ -148,7 +138,7 @@ impl<B: Backend> Attention<B> {
 
     /// # Shapes
     /// - `out`: `[B, H, S, Dh]` -> `[B, S, D]`
-    pub fn merge_heads(&self, out: Tensor<B, 4>, b: usize, s: usize) -> Tensor<B, 3> {
+    fn merge_heads(&self, out: Tensor<B, 4>, b: usize, s: usize) -> Tensor<B, 3> {
         let out = out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]);
         self.o_proj.forward(out)
     }

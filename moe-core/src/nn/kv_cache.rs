@@ -17,10 +17,7 @@ impl<B: Backend> LayerKvCache<B> {
     /// An empty cache for `batch` sequences of up to `capacity` positions.
     pub fn new(batch: usize, n_kv_heads: usize, capacity: usize, head_dim: usize, device: &B::Device) -> Self {
         let shape = [batch, n_kv_heads, capacity, head_dim];
-        Self {
-            k: Tensor::zeros(shape, device),
-            v: Tensor::zeros(shape, device),
-        }
+        Self { k: Tensor::zeros(shape, device), v: Tensor::zeros(shape, device) }
     }
 
     /// Writes the new positions `start..start + S` and returns the keys and values from `lo`
@@ -39,10 +36,7 @@ impl<B: Backend> LayerKvCache<B> {
         let end = start + s;
         self.k = self.k.clone().slice_assign([0..b, 0..g, start..end, 0..dh], k);
         self.v = self.v.clone().slice_assign([0..b, 0..g, start..end, 0..dh], v);
-        (
-            self.k.clone().narrow(2, lo, end - lo),
-            self.v.clone().narrow(2, lo, end - lo),
-        )
+        (self.k.clone().narrow(2, lo, end - lo), self.v.clone().narrow(2, lo, end - lo))
     }
 }
 
@@ -84,9 +78,7 @@ impl<B: Backend> KvCache<B> {
         device: &B::Device,
     ) -> Self {
         Self {
-            layers: (0..n_layers)
-                .map(|_| LayerKvCache::new(batch, n_kv_heads, capacity, head_dim, device))
-                .collect(),
+            layers: (0..n_layers).map(|_| LayerKvCache::new(batch, n_kv_heads, capacity, head_dim, device)).collect(),
             len: 0,
             capacity,
             left_padding: Vec::new(),

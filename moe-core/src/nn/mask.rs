@@ -38,9 +38,7 @@ mod tests {
     fn rows(mask: Tensor<NdArray, 2, Bool>) -> Vec<String> {
         let [s_q, s_k] = mask.dims();
         let v: Vec<bool> = mask.into_data().to_vec().unwrap();
-        (0..s_q)
-            .map(|q| (0..s_k).map(|k| if v[q * s_k + k] { '.' } else { 'x' }).collect())
-            .collect()
+        (0..s_q).map(|q| (0..s_k).map(|k| if v[q * s_k + k] { '.' } else { 'x' }).collect()).collect()
     }
 
     #[test]
@@ -48,10 +46,7 @@ mod tests {
         let d = Default::default();
         assert_eq!(rows(attention_mask::<NdArray>(3, 3, 0, None, &d)), ["x..", "xx.", "xxx"]);
         // window 2: each query sees itself and one key before it.
-        assert_eq!(
-            rows(attention_mask::<NdArray>(4, 4, 0, Some(2), &d)),
-            ["x...", "xx..", ".xx.", "..xx"]
-        );
+        assert_eq!(rows(attention_mask::<NdArray>(4, 4, 0, Some(2), &d)), ["x...", "xx..", ".xx.", "..xx"]);
         // one query at position 4 with a cache of 5 keys, window 3.
         assert_eq!(rows(attention_mask::<NdArray>(1, 5, 4, Some(3), &d)), ["..xxx"]);
     }

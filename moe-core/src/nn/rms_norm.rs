@@ -16,10 +16,7 @@ pub struct RmsNormConfig {
 impl RmsNormConfig {
     /// A norm with unit weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> RmsNorm<B> {
-        RmsNorm {
-            weight: Param::from_tensor(Tensor::ones([self.d_model], device)),
-            epsilon: self.epsilon,
-        }
+        RmsNorm { weight: Param::from_tensor(Tensor::ones([self.d_model], device)), epsilon: self.epsilon }
     }
 }
 

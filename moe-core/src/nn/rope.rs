@@ -22,9 +22,8 @@ impl RotaryEmbeddingConfig {
     /// f32, then `pos * inv_freq` in f32) so that positions round exactly as in transformers.
     pub fn init<B: Backend>(&self, device: &B::Device) -> RotaryEmbedding<B> {
         let half = self.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (self.theta as f32).powf((2 * i) as f32 / self.head_dim as f32))
-            .collect();
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / (self.theta as f32).powf((2 * i) as f32 / self.head_dim as f32)).collect();
         let mut cos = Vec::with_capacity(self.max_seq_len * self.head_dim);
         let mut sin = Vec::with_capacity(self.max_seq_len * self.head_dim);
         for pos in 0..self.max_seq_len {

@@ -19,11 +19,7 @@ impl SwiGluConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> SwiGlu<B> {
         let up = LinearConfig::new(self.d_model, self.d_ff).with_bias(false);
         let down = LinearConfig::new(self.d_ff, self.d_model).with_bias(false);
-        SwiGlu {
-            w1: up.init(device),
-            w3: up.init(device),
-            w2: down.init(device),
-        }
+        SwiGlu { w1: up.init(device), w3: up.init(device), w2: down.init(device) }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Documents -> `<s> text </s>` token stream -> fixed-length sequences -> train/validation split,
 //! and the deterministic batch order that makes a resumed run continue exactly.
 
-use moe_infer::TextTokenizer;
+use moe_generate::TextTokenizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

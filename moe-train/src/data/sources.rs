@@ -27,7 +27,7 @@ pub fn load_documents(paths: &[PathBuf]) -> Result<Vec<Document>> {
         let before = docs.len();
         read_file(file, &mut docs)?;
         if docs.len() == before {
-            eprintln!("warning: {} holds no text", file.display());
+            log::warn!("{} holds no text", file.display());
         }
     }
     if docs.is_empty() {
@@ -46,11 +46,7 @@ fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     for path in entries {
         if path.is_dir() {
             collect_dir(&path, files)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| TEXT_EXTENSIONS.contains(&e))
-        {
+        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| TEXT_EXTENSIONS.contains(&e)) {
             files.push(path);
         }
     }
@@ -68,12 +64,11 @@ fn read_file(path: &Path, docs: &mut Vec<Document>) -> Result<()> {
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = |reason: String| TrainError::BadData { path: path.into(), reason: format!("line {}: {reason}", i + 1) };
+            let bad =
+                |reason: String| TrainError::BadData { path: path.into(), reason: format!("line {}: {reason}", i + 1) };
             let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-            let text = value
-                .get("text")
-                .and_then(|t| t.as_str())
-                .ok_or_else(|| bad("no string field `text`".into()))?;
+            let text =
+                value.get("text").and_then(|t| t.as_str()).ok_or_else(|| bad("no string field `text`".into()))?;
             if !text.is_empty() {
                 docs.push(Document { text: text.to_string(), task: None });
             }

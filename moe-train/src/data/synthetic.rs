@@ -59,12 +59,7 @@ pub fn example_parts(task: usize, rng: &mut impl Rng) -> (String, String) {
         _ => {
             let pick = |rng: &mut dyn rand::RngCore, xs: &[&'static str]| *xs.choose(rng).unwrap();
             let subject = format!("the {} {}", pick(rng, ADJECTIVES), pick(rng, NOUNS));
-            let rest = format!(
-                " {} a {} in the {}.",
-                pick(rng, VERBS),
-                pick(rng, OBJECTS),
-                pick(rng, PLACES)
-            );
+            let rest = format!(" {} a {} in the {}.", pick(rng, VERBS), pick(rng, OBJECTS), pick(rng, PLACES));
             (subject, rest)
         }
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use moe_infer::TextTokenizer;
+use moe_generate::TextTokenizer;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -49,9 +49,7 @@ pub fn train_tokenizer(docs: &[Document], vocab_size: usize) -> Result<TextToken
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build()
         .into();
-    tokenizer
-        .train(&mut trainer, docs.iter().map(|d| d.text.as_str()))
-        .map_err(fail)?;
+    tokenizer.train(&mut trainer, docs.iter().map(|d| d.text.as_str())).map_err(fail)?;
     // `tokenizer(text)` then starts with <s>, as Mistral's tokenizers do.
     let bos = tokenizer.token_to_id(SPECIALS[1]).expect("specials are added first");
     let post = TemplateProcessing::builder()

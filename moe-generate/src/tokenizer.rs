@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
-use crate::error::InferError;
+use crate::error::GenerateError;
 
 /// Names special tokens go by in common tokenizers, most likely first.
 const BOS_NAMES: &[&str] = &["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"];
@@ -30,21 +30,21 @@ impl std::fmt::Debug for TextTokenizer {
 
 impl TextTokenizer {
     /// Reads a `tokenizer.json` (HF fast-tokenizer format).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, InferError> {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, GenerateError> {
         let path = path.as_ref();
         if !path.is_file() {
-            return Err(InferError::Tokenizer {
+            return Err(GenerateError::Tokenizer {
                 path: path.into(),
                 reason: "no such file (a Hub model folder has tokenizer.json next to config.json)".into(),
             });
         }
         let inner = Tokenizer::from_file(path)
-            .map_err(|e| InferError::Tokenizer { path: path.into(), reason: e.to_string() })?;
+            .map_err(|e| GenerateError::Tokenizer { path: path.into(), reason: e.to_string() })?;
         Ok(Self::new(inner))
     }
 
     /// `model_dir/tokenizer.json`, if the folder has one.
-    pub fn from_model_dir(model_dir: impl AsRef<Path>) -> Result<Option<Self>, InferError> {
+    pub fn from_model_dir(model_dir: impl AsRef<Path>) -> Result<Option<Self>, GenerateError> {
         let path = model_dir.as_ref().join("tokenizer.json");
         if path.is_file() {
             Self::from_file(path).map(Some)
@@ -70,20 +70,20 @@ impl TextTokenizer {
 
     /// Token ids of `text`. With `add_special_tokens` the tokenizer's post-processor runs (for
     /// Mistral/Mixtral tokenizers: a leading `<s>`), as HF's `tokenizer(text)` does.
-    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, InferError> {
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, GenerateError> {
         let encoding = self.inner.encode(text, add_special_tokens).map_err(|e| self.error(e))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// The text of `ids`; `skip_special_tokens` drops `<s>`, `</s>` and the like.
-    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, InferError> {
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, GenerateError> {
         self.inner.decode(ids, skip_special_tokens).map_err(|e| self.error(e))
     }
 
     /// Incremental decoder for streaming the continuation of `prefix` (e.g. the prompt): feed
     /// ids one at a time, get text as soon as it is whole (a multi-byte character split over
     /// byte-fallback tokens comes out once complete). The prefix keeps word-initial spaces right.
-    pub fn stream(&self, prefix: &[u32], skip_special_tokens: bool) -> Result<TextStream<'_>, InferError> {
+    pub fn stream(&self, prefix: &[u32], skip_special_tokens: bool) -> Result<TextStream<'_>, GenerateError> {
         let emitted = self.decode(prefix, skip_special_tokens)?.len();
         Ok(TextStream { tokenizer: self, ids: prefix.to_vec(), emitted, skip_special_tokens })
     }
@@ -114,15 +114,13 @@ impl TextTokenizer {
     }
 
     /// Writes `tokenizer.json`.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), InferError> {
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), GenerateError> {
         let path = path.as_ref();
-        self.inner
-            .save(path, false)
-            .map_err(|e| InferError::Tokenizer { path: path.into(), reason: e.to_string() })
+        self.inner.save(path, false).map_err(|e| GenerateError::Tokenizer { path: path.into(), reason: e.to_string() })
     }
 
-    fn error(&self, e: tokenizers::Error) -> InferError {
-        InferError::Tokenizer { path: PathBuf::from("tokenizer.json"), reason: e.to_string() }
+    fn error(&self, e: tokenizers::Error) -> GenerateError {
+        GenerateError::Tokenizer { path: PathBuf::from("tokenizer.json"), reason: e.to_string() }
     }
 }
 
@@ -140,7 +138,7 @@ pub struct TextStream<'a> {
 
 impl TextStream<'_> {
     /// Adds one token; returns the new text it completes, if any.
-    pub fn push(&mut self, id: u32) -> Result<Option<String>, InferError> {
+    pub fn push(&mut self, id: u32) -> Result<Option<String>, GenerateError> {
         self.ids.push(id);
         let text = self.tokenizer.decode(&self.ids, self.skip_special_tokens)?;
         if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {

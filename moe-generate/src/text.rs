@@ -1,7 +1,7 @@
 //! Generated text as it streams: incremental decoding, stop strings, and the Mixtral-Instruct
 //! chat template.
 
-use crate::error::InferError;
+use crate::error::GenerateError;
 use crate::tokenizer::{TextStream, TextTokenizer};
 
 /// Collects one sequence's generated text, ending it at the first stop string.
@@ -19,12 +19,12 @@ pub struct TextCollector<'a> {
 
 impl<'a> TextCollector<'a> {
     /// Collects the continuation of `prompt` (its text is not part of the output).
-    pub fn new(tokenizer: &'a TextTokenizer, prompt: &[u32], stops: &'a [String]) -> Result<Self, InferError> {
+    pub fn new(tokenizer: &'a TextTokenizer, prompt: &[u32], stops: &'a [String]) -> Result<Self, GenerateError> {
         Ok(Self { stream: tokenizer.stream(prompt, true)?, stops, text: String::new(), shown: 0, stopped: false })
     }
 
     /// Adds a token; returns the text that is now safe to show and whether generation goes on.
-    pub fn push(&mut self, id: u32) -> Result<(String, bool), InferError> {
+    pub fn push(&mut self, id: u32) -> Result<(String, bool), GenerateError> {
         if self.stopped {
             return Ok((String::new(), false));
         }
@@ -108,13 +108,7 @@ mod tests {
             Turn { user: "Hi".into(), assistant: Some("Hello!".into()) },
             Turn { user: "2+2?".into(), assistant: None },
         ];
-        assert_eq!(
-            mixtral_chat_prompt(None, &turns),
-            "<s>[INST] Hi [/INST] Hello!</s>[INST] 2+2? [/INST]"
-        );
-        assert_eq!(
-            mixtral_chat_prompt(Some("Be brief."), &turns[1..]),
-            "<s>[INST] Be brief.\n\n2+2? [/INST]"
-        );
+        assert_eq!(mixtral_chat_prompt(None, &turns), "<s>[INST] Hi [/INST] Hello!</s>[INST] 2+2? [/INST]");
+        assert_eq!(mixtral_chat_prompt(Some("Be brief."), &turns[1..]), "<s>[INST] Be brief.\n\n2+2? [/INST]");
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use moe_core::model::Mixtral;
 
-use crate::error::{check_ids, InferError};
+use crate::error::{check_ids, GenerateError};
 use crate::sampling::{Sampler, SamplingConfig};
 
 /// What to generate.
@@ -18,8 +18,6 @@ pub struct GenerationConfig {
     pub sampling: SamplingConfig,
     /// Generation of a sequence ends after it produces one of these (e.g. EOS).
     pub stop_tokens: Vec<u32>,
-    /// Experts per token instead of the model's `top_k` (llama.cpp's `--override-kv` idiom).
-    pub experts_per_token: Option<usize>,
 }
 
 /// The generated sequences and how fast they came.
@@ -64,23 +62,19 @@ pub fn generate<B: Backend>(
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
     mut on_token: impl FnMut(usize, u32) -> bool,
-) -> Result<GenerationOutput, InferError> {
+) -> Result<GenerationOutput, GenerateError> {
     let c = model.config();
     let b = prompts.len();
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-        return Err(InferError::EmptyPrompt);
+        return Err(GenerateError::EmptyPrompt);
     }
     let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
     for prompt in prompts {
         check_ids(prompt, c.vocab_size)?;
     }
-    let top_k = config.experts_per_token.unwrap_or(c.top_k);
-    if !(1..=c.n_experts).contains(&top_k) {
-        return Err(InferError::BadExpertsPerToken { got: top_k, n_experts: c.n_experts });
-    }
     let capacity = p + config.max_new_tokens;
     if capacity > c.max_seq_len {
-        return Err(InferError::ContextOverflow { needed: capacity, max: c.max_seq_len });
+        return Err(GenerateError::ContextOverflow { needed: capacity, max: c.max_seq_len });
     }
 
     let device = model.embed_tokens.weight.device();
@@ -110,8 +104,9 @@ pub fn generate<B: Backend>(
     let mut prompt_secs = None;
     while !finished.iter().all(|&f| f) {
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [b, step_len]), &device);
-        let logits = model.forward_cached(ids, &mut cache, top_k).logits;
-        let last = logits.narrow(1, step_len - 1, 1).reshape([b, c.vocab_size]);
+        // Only the last position's logits: the head's work on the other prompt positions
+        // would be thrown away.
+        let last = model.next_token_logits(ids, &mut cache); // [B, V]
         let mut host: Vec<f32> = last.into_data().iter::<f32>().collect();
         prompt_secs.get_or_insert_with(|| started.elapsed().as_secs_f64());
 

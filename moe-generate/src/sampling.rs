@@ -23,14 +23,7 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-            min_p: None,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
+        Self { temperature: 0.0, top_k: None, top_p: None, min_p: None, repetition_penalty: 1.0, seed: 0 }
     }
 }
 
@@ -66,10 +59,7 @@ impl Sampler {
             order.truncate(k.max(1));
         }
         let max = logits[order[0]] / c.temperature;
-        let mut probs: Vec<f64> = order
-            .iter()
-            .map(|&i| ((logits[i] / c.temperature - max) as f64).exp())
-            .collect();
+        let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] / c.temperature - max) as f64).exp()).collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if let Some(top_p) = c.top_p {

@@ -1,0 +1,170 @@
+//! The `moe-infer` command line: one file per command, the shared options here.
+
+mod chat;
+mod generate;
+mod inspect;
+mod score;
+mod text_output;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use clap::{Args, Parser, Subcommand};
+use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
+use moe_core::io::load_hub_checkpoint;
+use moe_core::model::Mixtral;
+use moe_infer::{SamplingConfig, TextTokenizer};
+
+/// Run Mixtral-architecture (sparse MoE) checkpoints in the HuggingFace Hub layout.
+#[derive(Parser)]
+#[command(name = "moe-infer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue prompts (KV-cached), streaming text (or ids) as it is produced.
+    Generate(generate::GenerateArgs),
+    /// Interactive multi-turn chat with the Mixtral-Instruct template (`/reset`, `/exit`).
+    Chat(chat::ChatArgs),
+    /// Negative log-likelihood and perplexity of token sequences (like llama.cpp's perplexity).
+    Score(score::ScoreArgs),
+    /// Shape, parameter counts (total and active per token) and memory needed per dtype.
+    Inspect(inspect::InspectArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model folder: config.json + model.safetensors (or a sharded index) [+ tokenizer.json].
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). The default
+    /// is flex where it is compiled in: the fastest CPU backend for prompts and decoding alike
+    /// (see BENCHMARKS.md).
+    #[arg(long, default_value_t = BackendKind::fastest_cpu())]
+    backend: BackendKind,
+    /// Compute dtype: f32, f16 (flex, cuda, wgpu with SHADER_F16) or bf16 (flex, cuda).
+    /// Half precision keeps norms, softmaxes and losses in f32, as transformers does.
+    #[arg(long, default_value = "f32")]
+    dtype: Precision,
+    /// tokenizer.json to use instead of MODEL/tokenizer.json.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample from the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the best one (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalise tokens already present (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Same seed, same output.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Experts per token instead of the model's num_experts_per_tok.
+    #[arg(long)]
+    experts_per_token: Option<usize>,
+}
+
+impl SamplingArgs {
+    fn sampling(&self) -> SamplingConfig {
+        let positive = |v: f32| (v > 0.0).then_some(v);
+        SamplingConfig {
+            temperature: self.temperature,
+            top_k: (self.top_k > 0).then_some(self.top_k),
+            top_p: (self.top_p < 1.0).then_some(self.top_p),
+            min_p: positive(self.min_p),
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Parses the command line and runs the command on the backend it names.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let model = match &cli.command {
+        Command::Generate(a) => &a.model,
+        Command::Chat(a) => &a.model,
+        Command::Score(a) => &a.model,
+        Command::Inspect(a) => return inspect::run(a),
+    };
+    let (kind, precision) = (model.backend, model.dtype);
+    run_on(kind, precision, cli.command)?
+}
+
+impl BackendTask for Command {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        match self {
+            Command::Generate(args) => generate::run::<B>(args, &device),
+            Command::Chat(args) => chat::run::<B>(args, &device),
+            Command::Score(args) => score::run::<B>(args, &device),
+            Command::Inspect(args) => inspect::run(&args),
+        }
+    }
+}
+
+/// Loads `--model`, routing `experts_per_token` experts per token if given.
+fn load<B: Backend>(args: &ModelArgs, experts_per_token: Option<usize>, device: &B::Device) -> Result<Mixtral<B>> {
+    let dir = &args.model;
+    let mut model =
+        load_hub_checkpoint::<B>(dir, device).with_context(|| format!("cannot load model {}", dir.display()))?;
+    if let Some(k) = experts_per_token {
+        model.set_experts_per_token(k).context("--experts-per-token")?;
+    }
+    Ok(model)
+}
+
+/// `--tokenizer`, else MODEL/tokenizer.json if there is one; special ids from the model config.
+fn tokenizer(args: &ModelArgs, model: &Mixtral<impl Backend>) -> Result<Option<TextTokenizer>> {
+    let tokenizer = match &args.tokenizer {
+        Some(path) => Some(TextTokenizer::from_file(path)?),
+        None => TextTokenizer::from_model_dir(&args.model)?,
+    };
+    let c = model.config();
+    if let Some(t) = &tokenizer {
+        if t.vocab_size() > c.vocab_size {
+            bail!(
+                "the tokenizer has {} tokens but the model only {} (vocab_size): wrong tokenizer?",
+                t.vocab_size(),
+                c.vocab_size
+            );
+        }
+    }
+    Ok(tokenizer.map(|t| t.with_special_ids(c.bos_token_id, c.eos_token_ids.first().copied())))
+}
+
+fn need_tokenizer<'a>(tokenizer: &'a Option<TextTokenizer>, args: &ModelArgs, what: &str) -> Result<&'a TextTokenizer> {
+    tokenizer.as_ref().with_context(|| {
+        format!("{what} needs a tokenizer: {} has no tokenizer.json (pass --tokenizer FILE)", args.model.display())
+    })
+}
+
+/// "1,2, 3 4" -> [1, 2, 3, 4]
+fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().with_context(|| format!("{s:?} is not a token id")))
+        .collect()
+}
+
+/// [1, 2] -> "1 2"
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+}
