@@ -6,6 +6,7 @@ mod layer;
 mod timing;
 
 fn main() -> std::process::ExitCode {
+    moe_core::alloc::keep_freed_memory_mapped();
     match cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

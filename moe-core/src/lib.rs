@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod error;

@@ -3,6 +3,7 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    moe_core::alloc::keep_freed_memory_mapped();
     match cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! `moe-train`: train a sparse MoE transformer from scratch.
 
 fn main() -> std::process::ExitCode {
+    moe_core::alloc::keep_freed_memory_mapped();
     // The library's progress reports (evaluations, warnings) go to stderr as plain lines;
     // RUST_LOG=warn quiets them.
     env_logger::Builder::new()
