@@ -116,8 +116,7 @@ impl<B: Backend> Mixtral<B> {
     pub fn next_token_logits(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let [b, s] = input_ids.dims();
         let (hidden, _) = self.hidden_cached(input_ids, cache);
-        // A decode step already has one position: no slice.
-        let last = if s == 1 { hidden } else { hidden.narrow(1, s - 1, 1) }; // [B, 1, D]
+        let last = hidden.narrow(1, s - 1, 1); // [B, 1, D]
         self.lm_logits(last).reshape([b, self.config.vocab_size])
     }
 
