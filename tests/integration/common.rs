@@ -14,7 +14,15 @@ pub type CpuAutodiff = Autodiff<Cpu>;
 pub const MODELS: [&str; 2] = ["tiny-mixtral", "tiny-swa-bf16-sharded"];
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    manifest_dir().join("tests/fixtures").join(name)
+}
+
+/// The checkout being tested. `cargo test` sets `CARGO_MANIFEST_DIR` when it runs the binary;
+/// that is preferred over the path compiled in, because a build cache shared by two checkouts
+/// can hand one of them a test binary compiled in the other (cargo's freshness check does not
+/// look at the absolute path), whose compiled-in path names the wrong fixtures.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// What transformers computed on a fixture model (`reference.safetensors`).
