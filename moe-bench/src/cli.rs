@@ -117,6 +117,9 @@ struct DecodeArgs {
     /// Memory bandwidth for the floor in GB/s (default: measure host memory).
     #[arg(long)]
     bandwidth_gbs: Option<f64>,
+    /// Timed runs (after one untimed warm-up); the median prompt and decode speeds are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
 }
 
 pub fn run() -> Result<()> {
@@ -179,6 +182,7 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
                 prompt_len: a.prompt_len,
                 new_tokens: a.new_tokens,
                 bandwidth_gbs: a.bandwidth_gbs,
+                runs: a.runs as usize,
             };
             let r = crate::decode::run::<B>(&model, &run)?;
             if !a.common.json {

@@ -19,6 +19,8 @@ pub struct DecodeReport {
     pub batch: usize,
     pub prompt_len: usize,
     pub new_tokens: usize,
+    /// Timed runs; the speeds below are their medians.
+    pub runs: usize,
     pub prompt_tokens_per_sec: f64,
     pub decode_tokens_per_sec: f64,
     /// Bytes of weights one decode step reads (attention, router, the top-k experts of every
@@ -44,6 +46,8 @@ pub struct DecodeRun {
     pub new_tokens: usize,
     /// GB/s for the floor; measured when `None`.
     pub bandwidth_gbs: Option<f64>,
+    /// Timed runs (at least 1).
+    pub runs: usize,
 }
 
 /// A model with random weights of shape `config`.
@@ -58,7 +62,7 @@ pub fn random_model<B: Backend>(config: &MixtralConfig, device: &B::Device) -> M
 }
 
 pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<DecodeReport> {
-    let DecodeRun { backend, precision, batch, prompt_len, new_tokens, bandwidth_gbs } = *run;
+    let DecodeRun { backend, precision, batch, prompt_len, new_tokens, bandwidth_gbs, runs } = *run;
     let config = model.config().clone();
     anyhow::ensure!(
         prompt_len + new_tokens <= config.max_seq_len,
@@ -74,7 +78,14 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
     // Warm-up (lazy init, autotune, allocator), then the timed run.
     let warm = GenerationConfig { max_new_tokens: 2, ..generation.clone() };
     generate(model, &prompts, &warm, |_, _| true)?;
-    let out = generate(model, &prompts, &generation, |_, _| true)?;
+    let mut prompt_speeds = Vec::new();
+    let mut decode_speeds = Vec::new();
+    for _ in 0..runs.max(1) {
+        let out = generate(model, &prompts, &generation, |_, _| true)?;
+        prompt_speeds.push(out.prompt_tokens_per_sec());
+        decode_speeds.push(out.decode_tokens_per_sec());
+    }
+    let (prompt_tokens_per_sec, decode_tokens_per_sec) = (median(prompt_speeds), median(decode_speeds));
 
     let bytes_per_decode_token = precision.bytes() as u64 * active_weights(&config);
     let (bandwidth_gbs, bandwidth_measured) = match bandwidth_gbs {
@@ -87,15 +98,22 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
         batch,
         prompt_len,
         new_tokens,
-        prompt_tokens_per_sec: out.prompt_tokens_per_sec(),
-        decode_tokens_per_sec: out.decode_tokens_per_sec(),
+        runs: runs.max(1),
+        prompt_tokens_per_sec,
+        decode_tokens_per_sec,
         bytes_per_decode_token,
         bandwidth_gbs,
         bandwidth_measured,
         bandwidth_floor_tokens_per_sec: bandwidth_gbs * 1e9 / bytes_per_decode_token as f64,
-        fraction_of_floor: out.decode_tokens_per_sec() * bytes_per_decode_token as f64 / (bandwidth_gbs * 1e9),
+        fraction_of_floor: decode_tokens_per_sec * bytes_per_decode_token as f64 / (bandwidth_gbs * 1e9),
         config,
     })
+}
+
+/// The middle value (the upper one of the two middle values for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Weights read per decoded token: everything active except the embedding table.

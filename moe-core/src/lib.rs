@@ -43,6 +43,7 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod io;
+pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod moe;

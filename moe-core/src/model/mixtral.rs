@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor};
 use super::{DecoderLayer, DecoderLayerOutput};
 use crate::config::MixtralConfig;
 use crate::error::Result;
+use crate::kernels::{linear, matmul_weight};
 use crate::nn::{attention_mask, KvCache, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig};
 
 /// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
@@ -149,10 +150,11 @@ impl<B: Backend> Mixtral<B> {
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         let hidden = self.norm.forward(hidden);
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden),
             None => {
-                let weight = self.embed_tokens.weight.val().transpose(); // [D, V]
-                hidden.matmul(weight.unsqueeze::<3>())
+                let [b, s, d] = hidden.dims();
+                let weight = self.embed_tokens.weight.val().transpose(); // [D, V], a strided view
+                matmul_weight(hidden.reshape([b * s, d]), weight).reshape([b, s, self.config.vocab_size])
             }
         }
     }

@@ -5,6 +5,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::kernels::matmul_weight;
+
 /// Configuration of [`Experts`].
 #[derive(Config, Debug)]
 pub struct ExpertsConfig {
@@ -55,12 +57,13 @@ impl<B: Backend> Experts<B> {
     /// # Shapes
     /// - `x`: `[N, D]` -> `[N, D]`
     pub fn forward_expert(&self, e: usize, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let [_, d, f] = self.w1.dims();
-        let w1 = self.w1.val().narrow(0, e, 1).reshape([d, f]);
-        let w3 = self.w3.val().narrow(0, e, 1).reshape([d, f]);
-        let w2 = self.w2.val().narrow(0, e, 1).reshape([f, d]);
-        let h = silu(x.clone().matmul(w1)) * x.matmul(w3); // [N, F]
-        h.matmul(w2)
+        // `[1, D, F]` views into the stacked parameters: reshaping them to 2-D would copy the
+        // expert's weights on burn-flex (a view with an offset cannot be reshaped in place).
+        let w1 = self.w1.val().narrow(0, e, 1);
+        let w3 = self.w3.val().narrow(0, e, 1);
+        let w2 = self.w2.val().narrow(0, e, 1);
+        let h = silu(matmul_weight(x.clone(), w1)) * matmul_weight(x, w3); // [N, F]
+        matmul_weight(h, w2)
     }
 
     /// Every expert on every token, as one batched matmul: the dense reference.

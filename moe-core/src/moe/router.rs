@@ -1,3 +1,4 @@
+use crate::kernels::linear;
 use crate::nn::functional::{positive_reciprocal, softmax};
 use burn::config::Config;
 use burn::module::Module;
@@ -56,7 +57,7 @@ impl<B: Backend> Router<B> {
         let dtype = x.dtype();
         // The softmax over experts is taken in f32 as in HF: in bf16 the top-k order and the
         // renormalised weights would change.
-        let logits = self.gate.forward(x).cast(FloatDType::F32); // [T, E]
+        let logits = linear(&self.gate, x).cast(FloatDType::F32); // [T, E]
         let probs = softmax(logits.clone(), 1);
         let experts = top_k_indices(probs.clone(), self.top_k); // [T, K]
         let weights = probs.gather(1, experts.clone()); // [T, K]

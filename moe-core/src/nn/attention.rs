@@ -1,4 +1,5 @@
 use super::functional::softmax;
+use crate::kernels::linear;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -68,6 +69,7 @@ impl<B: Backend> Attention<B> {
         let [b, s, _] = x.dims();
         let (q, k, v) = self.project(x);
         let (q, k) = (rope.apply(q, 0), rope.apply(k, 0));
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // heads first
         let out = self.attend(q, k, v, mask.unsqueeze::<3>());
         self.merge_heads(out, b, s)
     }
@@ -92,21 +94,22 @@ impl<B: Backend> Attention<B> {
             Some(positions) => (rope.apply_at(q, positions.clone()), rope.apply_at(k, positions.clone())),
             None => (rope.apply(q, step.start), rope.apply(k, step.start)),
         };
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // heads first
         let (k, v) = cache.append(k, v, step.start, step.lo);
         let out = self.attend(q, k, v, step.mask.clone());
         self.merge_heads(out, b, s)
     }
 
-    /// q, k, v projections split into heads (before RoPE).
+    /// q, k, v projections split into heads (before RoPE), positions before heads.
     ///
     /// # Shapes
-    /// - `x`: `[B, S, D]` -> `([B, H, S, Dh], [B, G, S, Dh], [B, G, S, Dh])`
+    /// - `x`: `[B, S, D]` -> `([B, S, H, Dh], [B, S, G, Dh], [B, S, G, Dh])`
     fn project(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, g, dh) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, s, h, dh]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, s, g, dh]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, s, g, dh]).swap_dims(1, 2);
+        let q = linear(&self.q_proj, x.clone()).reshape([b, s, h, dh]);
+        let k = linear(&self.k_proj, x.clone()).reshape([b, s, g, dh]);
+        let v = linear(&self.v_proj, x).reshape([b, s, g, dh]);
         (q, k, v)
     }
 
@@ -140,6 +143,6 @@ impl<B: Backend> Attention<B> {
     /// - `out`: `[B, H, S, Dh]` -> `[B, S, D]`
     fn merge_heads(&self, out: Tensor<B, 4>, b: usize, s: usize) -> Tensor<B, 3> {
         let out = out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]);
-        self.o_proj.forward(out)
+        linear(&self.o_proj, out)
     }
 }

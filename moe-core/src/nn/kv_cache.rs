@@ -2,6 +2,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::attention_mask;
+use crate::kernels::write_along;
 
 /// Keys and values of one attention layer for positions already processed, preallocated for
 /// `capacity` positions so decoding writes in place instead of concatenating.
@@ -34,8 +35,9 @@ impl<B: Backend> LayerKvCache<B> {
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, g, s, dh] = k.dims();
         let end = start + s;
-        self.k = self.k.clone().slice_assign([0..b, 0..g, start..end, 0..dh], k);
-        self.v = self.v.clone().slice_assign([0..b, 0..g, start..end, 0..dh], v);
+        debug_assert_eq!([b, g, dh], [self.k.dims()[0], self.k.dims()[1], self.k.dims()[3]]);
+        write_along(&mut self.k, 2, start, k);
+        write_along(&mut self.v, 2, start, v);
         (self.k.clone().narrow(2, lo, end - lo), self.v.clone().narrow(2, lo, end - lo))
     }
 }

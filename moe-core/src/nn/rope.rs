@@ -59,26 +59,30 @@ pub struct RotaryEmbedding<B: Backend> {
 impl<B: Backend> RotaryEmbedding<B> {
     /// Rotates `x` whose sequence positions start at `start`.
     ///
+    /// Heads come after positions, as the q/k projections produce them: rotating before the
+    /// heads are moved in front keeps every operand contiguous (on burn-flex, rotating the
+    /// transposed `[B, H, S, Dh]` view walked it element by element).
+    ///
     /// # Shapes
-    /// - `x`: `[B, H, S, Dh]` -> `[B, H, S, Dh]`
+    /// - `x`: `[B, S, N, Dh]` (`N` heads) -> `[B, S, N, Dh]`
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, s, dh] = x.dims();
+        let [_, s, _, dh] = x.dims();
         let dtype = x.dtype();
-        let cos = self.cos.clone().narrow(0, start, s).cast(dtype).reshape([1, 1, s, dh]);
-        let sin = self.sin.clone().narrow(0, start, s).cast(dtype).reshape([1, 1, s, dh]);
+        let cos = self.cos.clone().narrow(0, start, s).cast(dtype).reshape([1, s, 1, dh]);
+        let sin = self.sin.clone().narrow(0, start, s).cast(dtype).reshape([1, s, 1, dh]);
         x.clone() * cos + rotate_half(x) * sin
     }
 
     /// [`Self::apply`] with each sequence at its own positions (left-padded batches).
     ///
     /// # Shapes
-    /// - `x`: `[B, N, S, Dh]`, `positions`: `[B, S]` -> `[B, N, S, Dh]`
+    /// - `x`: `[B, S, N, Dh]`, `positions`: `[B, S]` -> `[B, S, N, Dh]`
     pub fn apply_at(&self, x: Tensor<B, 4>, positions: Tensor<B, 2, Int>) -> Tensor<B, 4> {
-        let [b, _, s, dh] = x.dims();
+        let [b, s, _, dh] = x.dims();
         let dtype = x.dtype();
         let flat = positions.reshape([b * s]);
-        let cos = self.cos.clone().select(0, flat.clone()).cast(dtype).reshape([b, 1, s, dh]);
-        let sin = self.sin.clone().select(0, flat).cast(dtype).reshape([b, 1, s, dh]);
+        let cos = self.cos.clone().select(0, flat.clone()).cast(dtype).reshape([b, s, 1, dh]);
+        let sin = self.sin.clone().select(0, flat).cast(dtype).reshape([b, s, 1, dh]);
         x.clone() * cos + rotate_half(x) * sin
     }
 

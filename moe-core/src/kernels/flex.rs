@@ -1,0 +1,207 @@
+//! The burn-flex side of [`super::matmul_weight`] and [`super::write_along`]: reach the tensors'
+//! storage when the backend is burn-flex itself (not wrapped in `Autodiff`, whose graph needs
+//! Burn's own ops), and run the kernels on it.
+
+use std::any::Any;
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use half::{bf16, f16};
+
+use super::blocked::blocked_matmul;
+use super::skinny::skinny_matmul;
+use super::weights::Weights;
+use super::{BLOCKED_ROWS, SKINNY_ROWS};
+
+/// `x @ w` by this crate's kernels when `B` is burn-flex, `x` has at most [`BLOCKED_ROWS`] rows
+/// and `w` is a contiguous f32/f16/bf16 matrix `[1, ..., 1, K, N]`; otherwise the inputs back.
+#[allow(clippy::type_complexity)]
+pub(super) fn matmul<B: Backend, const R: usize>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, R>,
+) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, R>)> {
+    let [m, k] = x.dims();
+    let dims = w.dims();
+    if m > BLOCKED_ROWS || dims[..R - 2].iter().any(|&d| d != 1) || dims[R - 2] != k {
+        return Err((x, w));
+    }
+    let n = dims[R - 1];
+    let (xp, wp) = (x.into_primitive(), w.into_primitive());
+    let out = match (&xp, &wp) {
+        (TensorPrimitive::Float(xp), TensorPrimitive::Float(wp)) => match (as_flex::<B>(xp), as_flex::<B>(wp)) {
+            (Some(xf), Some(wf)) => run(xf, wf, m, k, n),
+            _ => None,
+        },
+        _ => None, // quantized tensors
+    };
+    match out.and_then(from_flex::<B>) {
+        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
+        None => Err((Tensor::from_primitive(xp), Tensor::from_primitive(wp))),
+    }
+}
+
+/// `buffer[.., start.., ..] = value` along `dim` in the buffer's own storage, when `B` is
+/// burn-flex, the buffer is contiguous and held by nobody else, and the dtypes agree; otherwise
+/// the inputs back.
+#[allow(clippy::type_complexity)]
+pub(super) fn write_along<B: Backend, const D: usize>(
+    buffer: Tensor<B, D>,
+    dim: usize,
+    start: usize,
+    value: Tensor<B, D>,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    let (dims, value_dims) = (buffer.dims(), value.dims());
+    let fits = (0..D).all(|i| if i == dim { start + value_dims[i] <= dims[i] } else { value_dims[i] == dims[i] });
+    if !fits {
+        return Err((buffer, value));
+    }
+    let (mut bp, vp) = (buffer.into_primitive(), value.into_primitive());
+    let written = match (&mut bp, &vp) {
+        (TensorPrimitive::Float(b), TensorPrimitive::Float(v)) => {
+            match ((b as &mut dyn Any).downcast_mut::<FlexTensor>(), as_flex::<B>(v)) {
+                (Some(b), Some(v)) => write(b, v, &dims, dim, start, value_dims[dim]),
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    if written {
+        Ok(Tensor::from_primitive(bp))
+    } else {
+        Err((Tensor::from_primitive(bp), Tensor::from_primitive(vp)))
+    }
+}
+
+/// Copies `value` (`len` positions along `dim`) into `buffer` at `start`; `false` if the
+/// buffer is shared, strided or of another dtype.
+fn write(buffer: &mut FlexTensor, value: &FlexTensor, dims: &[usize], dim: usize, start: usize, len: usize) -> bool {
+    if buffer.dtype() != value.dtype() || buffer.layout().contiguous_offsets() != Some((0, dims.iter().product())) {
+        return false;
+    }
+    let value = value.to_contiguous();
+    match buffer.dtype() {
+        DType::F32 => write_typed::<f32>(buffer, &value, dims, dim, start, len),
+        DType::F16 => write_typed::<f16>(buffer, &value, dims, dim, start, len),
+        DType::BF16 => write_typed::<bf16>(buffer, &value, dims, dim, start, len),
+        _ => false,
+    }
+}
+
+fn write_typed<E: burn::tensor::Element + bytemuck::Pod>(
+    buffer: &mut FlexTensor,
+    value: &FlexTensor,
+    dims: &[usize],
+    dim: usize,
+    start: usize,
+    len: usize,
+) -> bool {
+    let Some(src) = value.as_slice::<E>() else { return false };
+    let Some(dst) = buffer.try_storage_mut::<E>() else { return false };
+    let inner: usize = dims[dim + 1..].iter().product();
+    let block = len * inner;
+    if block == 0 {
+        return true;
+    }
+    for (outer, chunk) in src.chunks_exact(block).enumerate() {
+        let at = (outer * dims[dim] + start) * inner;
+        dst[at..at + block].copy_from_slice(chunk);
+    }
+    true
+}
+
+fn as_flex<B: Backend>(p: &B::FloatTensorPrimitive) -> Option<&FlexTensor> {
+    (p as &dyn Any).downcast_ref::<FlexTensor>()
+}
+
+fn from_flex<B: Backend>(t: FlexTensor) -> Option<B::FloatTensorPrimitive> {
+    let mut slot = Some(t);
+    (&mut slot as &mut dyn Any).downcast_mut::<Option<B::FloatTensorPrimitive>>()?.take()
+}
+
+/// The product in `x`'s dtype, or `None` where the kernel does not apply (a strided weight
+/// view, another dtype).
+fn run(x: &FlexTensor, w: &FlexTensor, m: usize, k: usize, n: usize) -> Option<FlexTensor> {
+    let weights = match w.dtype() {
+        DType::F32 => Weights::F32(w.as_slice::<f32>()?),
+        DType::F16 => Weights::F16(w.as_slice::<f16>()?),
+        DType::BF16 => Weights::Bf16(w.as_slice::<bf16>()?),
+        _ => return None,
+    };
+    let x_contiguous;
+    let x = if x.is_contiguous() {
+        x
+    } else {
+        x_contiguous = x.to_contiguous();
+        &x_contiguous
+    };
+    let x_f32: Vec<f32>;
+    let rows = match x.dtype() {
+        DType::F32 => x.as_slice::<f32>()?,
+        DType::F16 => {
+            x_f32 = x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect();
+            &x_f32
+        }
+        DType::BF16 => {
+            x_f32 = x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect();
+            &x_f32
+        }
+        _ => return None,
+    };
+    let out =
+        if m <= SKINNY_ROWS { skinny_matmul(rows, weights, m, k, n) } else { blocked_matmul(rows, weights, m, k, n) };
+    let shape = [m, n];
+    let data = match x.dtype() {
+        DType::F16 => TensorData::new(out.into_iter().map(f16::from_f32).collect::<Vec<_>>(), shape),
+        DType::BF16 => TensorData::new(out.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape),
+        _ => TensorData::new(out, shape),
+    };
+    Some(FlexTensor::from_data(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::tensor::{Distribution, FloatDType, Tolerance};
+
+    use crate::backend::Flex;
+
+    fn inputs<B: Backend>(rows: usize) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let device = Default::default();
+        (
+            Tensor::random([rows, 32], Distribution::Normal(0.0, 1.0), &device),
+            Tensor::random([32, 80], Distribution::Normal(0.0, 1.0), &device),
+        )
+    }
+
+    #[test]
+    fn takes_the_kernel_only_where_it_applies() {
+        for rows in [1, SKINNY_ROWS, SKINNY_ROWS + 1, BLOCKED_ROWS] {
+            let (x, w) = inputs::<Flex>(rows);
+            assert!(matmul(x, w).is_ok(), "flex, {rows} rows: a kernel of this crate");
+        }
+        let (x, w) = inputs::<Flex>(BLOCKED_ROWS + 1);
+        assert!(matmul(x, w).is_err(), "many rows: gemm");
+        let (x, w) = inputs::<Flex>(2);
+        assert!(matmul(x, w.transpose().reshape([32, 80])).is_ok(), "a copied transpose is contiguous");
+        let (x, w) = inputs::<Flex>(2);
+        assert!(matmul(x, w.reshape([80, 32]).transpose()).is_err(), "a strided view: gemm");
+        let (x, w) = inputs::<Autodiff<Flex>>(1);
+        assert!(matmul(x, w).is_err(), "autodiff: Burn's ops keep the graph");
+    }
+
+    #[test]
+    fn half_precision_stays_half_precision() {
+        for (dtype, rows) in
+            [(FloatDType::F16, 3), (FloatDType::BF16, 3), (FloatDType::F16, 20), (FloatDType::BF16, 20)]
+        {
+            let (x, w) = inputs::<Flex>(rows);
+            let want = x.clone().matmul(w.clone());
+            let got = matmul(x.cast(dtype), w.cast(dtype)).expect("the kernel runs");
+            assert_eq!(got.dtype(), dtype.into());
+            // Inputs rounded to 8 mantissa bits (bf16), 32 products summed.
+            got.cast(FloatDType::F32).into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(0.3));
+        }
+    }
+}

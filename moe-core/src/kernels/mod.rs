@@ -1,0 +1,146 @@
+//! Hand-written CPU kernels for the products Burn's CPU backends run slowly, and the functions
+//! the modules call so that any backend can use them.
+//!
+//! [`matmul_weight`] is `x.matmul(w)` for activations times a weight matrix. On burn-flex
+//! without autodiff (inference) it runs [`skinny_matmul`] for up to [`SKINNY_ROWS`] rows of
+//! activations (decoding: read the weights once, on every core) and [`blocked_matmul`] for up to
+//! [`BLOCKED_ROWS`] (an expert's share of a prompt); everywhere else (other backends, training,
+//! long prompts) it is Burn's matmul. Choosing at run time keeps the modules generic over
+//! `B: Backend`.
+
+mod blocked;
+#[cfg(feature = "flex")]
+mod flex;
+mod skinny;
+#[cfg(test)]
+mod test_support;
+mod weights;
+
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+pub use blocked::blocked_matmul;
+pub use skinny::skinny_matmul;
+pub use weights::Weights;
+
+/// Up to this many rows of activations (tokens) take the matrix-vector kernel [`skinny_matmul`].
+pub const SKINNY_ROWS: usize = 8;
+/// Up to this many rows take the register-blocked [`blocked_matmul`]; more rows are
+/// matrix-matrix work, where `gemm`'s packing pays for itself.
+pub const BLOCKED_ROWS: usize = 64;
+
+/// `x @ w`, where `w` is one weight matrix: a `[K, N]` parameter or a `[1, K, N]` slice of a
+/// stacked one (`narrow(0, e, 1)` of an experts tensor; no copy is made of it).
+///
+/// # Shapes
+/// - `x`: `[M, K]`, `w`: `[K, N]` or `[1, K, N]` -> `[M, N]`
+pub fn matmul_weight<B: Backend, const R: usize>(x: Tensor<B, 2>, w: Tensor<B, R>) -> Tensor<B, 2> {
+    let [m, _] = x.dims();
+    let n = w.dims()[R - 1];
+    #[cfg(feature = "flex")]
+    let (x, w) = match flex::matmul(x, w) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    x.unsqueeze::<R>().matmul(w).reshape([m, n])
+}
+
+/// `buffer[.., start..start + S, ..] = value` along axis `dim`, in place where the backend
+/// allows: a KV cache write. On burn-flex the written rows are copied into the buffer's own
+/// storage when nothing else holds it; Burn's `slice_assign` there copies the whole buffer first
+/// (it keeps a second handle to it while writing), which made every decoding step copy every
+/// layer's cache. Elsewhere this is `slice_assign`.
+///
+/// # Shapes
+/// - `buffer`: `[.., C, ..]`, `value`: the same except `S <= C - start` along `dim`
+pub fn write_along<B: Backend, const D: usize>(
+    buffer: &mut Tensor<B, D>,
+    dim: usize,
+    start: usize,
+    value: Tensor<B, D>,
+) {
+    let device = buffer.device();
+    let full = std::mem::replace(buffer, Tensor::empty([0; D], &device));
+    #[cfg(feature = "flex")]
+    let (full, value) = match flex::write_along(full, dim, start, value) {
+        Ok(written) => {
+            *buffer = written;
+            return;
+        }
+        Err(inputs) => inputs,
+    };
+    let ranges: [std::ops::Range<usize>; D] = std::array::from_fn(|i| {
+        let len = value.dims()[i];
+        if i == dim {
+            start..start + len
+        } else {
+            0..len
+        }
+    });
+    *buffer = full.slice_assign(ranges, value);
+}
+
+/// A bias-free or biased [`Linear`] layer through [`matmul_weight`].
+///
+/// # Shapes
+/// - `x`: `[..., d_input]` -> `[..., d_output]`
+pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let mut shape = x.dims();
+    let d_in = shape[D - 1];
+    let weight = layer.weight.val(); // [d_input, d_output]
+    shape[D - 1] = weight.dims()[1];
+    let rows = x.shape().num_elements() / d_in.max(1);
+    let out = matmul_weight(x.reshape([rows, d_in]), weight);
+    let out = match &layer.bias {
+        Some(bias) => out + bias.val().unsqueeze::<2>(),
+        None => out,
+    };
+    out.reshape(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    fn check<B: Backend>(device: &B::Device) {
+        for (rows, bias) in
+            [(1, false), (3, true), (SKINNY_ROWS, false), (SKINNY_ROWS + 1, true), (BLOCKED_ROWS + 1, false)]
+        {
+            let layer = LinearConfig::new(48, 200).with_bias(bias).init::<B>(device);
+            let x = Tensor::<B, 3>::random([1, rows, 48], Distribution::Normal(0.0, 1.0), device);
+            let want = layer.forward(x.clone());
+            linear(&layer, x).into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+        }
+        // A slice of a stacked parameter, as the experts pass it.
+        let stacked = Tensor::<B, 3>::random([3, 40, 24], Distribution::Normal(0.0, 1.0), device);
+        let x = Tensor::<B, 2>::random([2, 40], Distribution::Normal(0.0, 1.0), device);
+        let want = x.clone().matmul(stacked.clone().narrow(0, 1, 1).reshape([40, 24]));
+        matmul_weight(x, stacked.narrow(0, 1, 1))
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+
+        // Cache writes along axis 2, twice into the same buffer.
+        let mut buffer = Tensor::<B, 4>::zeros([2, 3, 6, 4], device);
+        let a = Tensor::<B, 4>::random([2, 3, 2, 4], Distribution::Normal(0.0, 1.0), device);
+        // A strided view, as keys are after `swap_dims`.
+        let b = Tensor::<B, 4>::random([2, 3, 4, 3], Distribution::Normal(0.0, 1.0), device).swap_dims(2, 3);
+        write_along(&mut buffer, 2, 1, a.clone());
+        write_along(&mut buffer, 2, 3, b.clone());
+        let want = Tensor::cat(vec![Tensor::zeros([2, 3, 1, 4], device), a, b], 2);
+        buffer.into_data().assert_eq(&want.into_data(), true);
+    }
+
+    #[test]
+    fn same_function_as_burn_on_ndarray() {
+        check::<burn::backend::NdArray>(&Default::default());
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn same_function_as_burn_on_flex() {
+        check::<crate::backend::Flex>(&Default::default());
+    }
+}

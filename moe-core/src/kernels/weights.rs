@@ -1,0 +1,107 @@
+//! The weight matrices the kernels read, in their storage dtype.
+
+use half::{bf16, f16};
+
+/// A row-major `[K, N]` weight matrix in its storage dtype.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// IEEE half precision, widened to f32 as it is read.
+    F16(&'a [f16]),
+    /// bfloat16, widened to f32 as it is read.
+    Bf16(&'a [bf16]),
+}
+
+impl Weights<'_> {
+    /// Elements (`K * N`).
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::F32(w) => w.len(),
+            Self::F16(w) => w.len(),
+            Self::Bf16(w) => w.len(),
+        }
+    }
+}
+
+/// `acc[m, j] += Σ_{k in rows} x[m, k] · w[k, cols.start + j]` in plain Rust: what CPUs without
+/// the x86 kernels' features run (LLVM vectorises the inner loop for f32), and the reference the
+/// tests hold the kernels to.
+///
+/// # Shapes
+/// - `x`: `[M, K]`, `w`: `[K, N]`, `acc`: `[M, cols.len()]`, all row-major
+pub(super) fn accumulate(
+    x: &[f32],
+    w: Weights<'_>,
+    k: usize,
+    n: usize,
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+    acc: &mut [f32],
+) {
+    let width = cols.len();
+    for kk in rows {
+        let row = kk * n + cols.start..kk * n + cols.end;
+        for (mm, out) in acc.chunks_exact_mut(width).enumerate() {
+            let a = x[mm * k + kk];
+            match w {
+                Weights::F32(w) => out.iter_mut().zip(&w[row.clone()]).for_each(|(o, &v)| *o += a * v),
+                Weights::F16(w) => out.iter_mut().zip(&w[row.clone()]).for_each(|(o, v)| *o += a * v.to_f32()),
+                Weights::Bf16(w) => out.iter_mut().zip(&w[row.clone()]).for_each(|(o, v)| *o += a * v.to_f32()),
+            }
+        }
+    }
+}
+
+/// Whether this CPU runs the AVX2 + FMA + F16C kernels (checked once, then cached by std).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx2_fma_f16c() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use x86::Load;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Eight consecutive weights widened to f32.
+    pub(in crate::kernels) trait Load: Copy {
+        unsafe fn load8(ptr: *const Self) -> __m256;
+        fn to_f32(self) -> f32;
+    }
+
+    impl Load for f32 {
+        #[inline(always)]
+        unsafe fn load8(ptr: *const Self) -> __m256 {
+            _mm256_loadu_ps(ptr)
+        }
+        fn to_f32(self) -> f32 {
+            self
+        }
+    }
+
+    impl Load for half::f16 {
+        #[inline(always)]
+        unsafe fn load8(ptr: *const Self) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast()))
+        }
+        fn to_f32(self) -> f32 {
+            half::f16::to_f32(self)
+        }
+    }
+
+    impl Load for half::bf16 {
+        /// bf16 is the top half of an f32: zero-extend to 32 bits and shift left by 16.
+        #[inline(always)]
+        unsafe fn load8(ptr: *const Self) -> __m256 {
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(ptr.cast())), 16))
+        }
+        fn to_f32(self) -> f32 {
+            half::bf16::to_f32(self)
+        }
+    }
+}
