@@ -11,6 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::timing::median;
+
 #[derive(Debug, Serialize)]
 pub struct DecodeReport {
     pub backend: String,
@@ -78,14 +80,15 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
     // Warm-up (lazy init, autotune, allocator), then the timed run.
     let warm = GenerationConfig { max_new_tokens: 2, ..generation.clone() };
     generate(model, &prompts, &warm, |_, _| true)?;
+    let runs = runs.max(1);
     let mut prompt_speeds = Vec::new();
     let mut decode_speeds = Vec::new();
-    for _ in 0..runs.max(1) {
+    for _ in 0..runs {
         let out = generate(model, &prompts, &generation, |_, _| true)?;
         prompt_speeds.push(out.prompt_tokens_per_sec());
         decode_speeds.push(out.decode_tokens_per_sec());
     }
-    let (prompt_tokens_per_sec, decode_tokens_per_sec) = (median(prompt_speeds), median(decode_speeds));
+    let (prompt_tokens_per_sec, decode_tokens_per_sec) = (median(&mut prompt_speeds), median(&mut decode_speeds));
 
     let bytes_per_decode_token = precision.bytes() as u64 * active_weights(&config);
     let (bandwidth_gbs, bandwidth_measured) = match bandwidth_gbs {
@@ -98,7 +101,7 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
         batch,
         prompt_len,
         new_tokens,
-        runs: runs.max(1),
+        runs,
         prompt_tokens_per_sec,
         decode_tokens_per_sec,
         bytes_per_decode_token,
@@ -108,12 +111,6 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
         fraction_of_floor: decode_tokens_per_sec * bytes_per_decode_token as f64 / (bandwidth_gbs * 1e9),
         config,
     })
-}
-
-/// The middle value (the upper one of the two middle values for an even count).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Weights read per decoded token: everything active except the embedding table.

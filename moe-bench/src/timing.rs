@@ -25,8 +25,14 @@ pub fn median_ms<B: Backend, T>(device: &B::Device, warmup: usize, repeats: usiz
             ms
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    median(&mut times)
+}
+
+/// The middle value (the upper of the two middle values for an even count); `values` must not
+/// be empty.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 pub fn sync<B: Backend>(device: &B::Device) {
