@@ -63,8 +63,14 @@ impl<B: AutodiffBackend> MoeOptimizer<B> {
         Self { decay: adam(t.weight_decay), no_decay: adam(0.0), no_decay_ids: groups.no_decay }
     }
 
-    /// One AdamW update of every parameter that has a gradient.
+    /// One AdamW update of every parameter that has a gradient, and of every expert.
+    ///
+    /// An expert no token reached in this step has no gradient (its parameters took no part in
+    /// the loss), and Burn's AdamW would leave it alone. transformers keeps a layer's experts in
+    /// one stacked tensor, whose gradient is zero there, so torch's AdamW still decays such an
+    /// expert and moves its moments; the experts get zero gradients here to do the same.
     pub fn step(&mut self, lr: f64, model: Mixtral<B>, mut grads: GradientsParams) -> Mixtral<B> {
+        model.visit(&mut ZeroGradsOfIdleExperts { path: Vec::new(), grads: &mut grads });
         let mut split = SplitGrads { ids: &self.no_decay_ids, from: &mut grads, to: GradientsParams::new() };
         model.visit(&mut split);
         let no_decay = split.to;
@@ -94,6 +100,28 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Groups {
         let embedding = self.path.iter().any(|p| p == "embed_tokens");
         if (D < 2 && !self.decay_norms) || (embedding && !self.decay_embeddings) {
             self.no_decay.insert(param.id);
+        }
+    }
+}
+
+struct ZeroGradsOfIdleExperts<'a> {
+    path: Vec<String>,
+    grads: &'a mut GradientsParams,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ZeroGradsOfIdleExperts<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let expert = self.path.iter().any(|p| p == "experts");
+        if expert && self.grads.get::<B::InnerBackend, D>(param.id).is_none() {
+            self.grads.register(param.id, param.val().inner().zeros_like());
         }
     }
 }
@@ -192,5 +220,27 @@ mod tests {
         assert!((learning_rate(60, &t) - 0.55).abs() < 1e-12);
         assert!((learning_rate(110, &t) - 0.1).abs() < 1e-12);
         assert!((learning_rate(5000, &t) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_expert_without_gradient_is_still_decayed() {
+        use burn::backend::{Autodiff, NdArray};
+        type B = Autodiff<NdArray>;
+        let device = Default::default();
+        let model = moe_core::config::MixtralConfig::tiny().init::<B>(&device);
+        // A loss that no expert takes part in: only the embedding has a gradient.
+        let loss = model.embed_tokens.weight.val().sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let before: Vec<f32> =
+            model.layers[0].block_sparse_moe.experts.ffns[1].down.weight.val().into_data().to_vec().unwrap();
+        let t = TrainingSettings { lr: 0.5, weight_decay: 0.1, ..Default::default() };
+        let mut optim = MoeOptimizer::new(&t, &model);
+        let model = optim.step(t.lr, model, grads);
+        let after: Vec<f32> =
+            model.layers[0].block_sparse_moe.experts.ffns[1].down.weight.val().into_data().to_vec().unwrap();
+        // AdamW with a zero gradient: only the decay, w * (1 - lr * wd), as torch does.
+        for (a, b) in after.iter().zip(&before) {
+            assert!((a - b * (1.0 - 0.05)).abs() <= 1e-6, "{a} vs {b}");
+        }
     }
 }

@@ -13,13 +13,9 @@ fn one_expert_top1_moe_equals_dense_swiglu() {
     let device = Default::default();
     let moe = SparseMoeConfig::new(16, 24, 1).with_top_k(1).init::<Cpu>(&device);
     let mut dense = SwiGluConfig::new(16, 24).init::<Cpu>(&device);
-    let expert = |p: &Param<Tensor<Cpu, 3>>| {
-        let [_, i, o] = p.dims();
-        Param::from_tensor(p.val().reshape([i, o]))
-    };
-    dense.w1.weight = expert(&moe.experts.w1);
-    dense.w3.weight = expert(&moe.experts.w3);
-    dense.w2.weight = expert(&moe.experts.w2);
+    let expert = &moe.experts.ffns[0];
+    dense.gate_up.weight = Param::from_tensor(expert.gate_up.weight.val());
+    dense.down.weight = Param::from_tensor(expert.down.weight.val());
     let x = Tensor::<Cpu, 3>::random([2, 7, 16], Distribution::Normal(0.0, 1.0), &device);
     let got = host(moe.forward(x.clone()).hidden);
     let want = host(dense.forward(x));
@@ -51,7 +47,15 @@ fn sparse_dispatch_gradients_equal_the_reference_and_reach_the_router() {
         let grads = loss.backward();
         (
             host(moe.router.gate.weight.val().grad(&grads).unwrap()),
-            host(moe.experts.w2.val().grad(&grads).unwrap()),
+            // Every expert's down projection; one no token chose has none (zeros).
+            moe.experts
+                .ffns
+                .iter()
+                .flat_map(|ffn| {
+                    let w = ffn.down.weight.val();
+                    host(w.grad(&grads).unwrap_or_else(|| w.inner().zeros_like()))
+                })
+                .collect::<Vec<f32>>(),
             host(x.grad(&grads).unwrap()),
         )
     };

@@ -99,9 +99,9 @@ fn hub_tensors<B: Backend>(model: &Mixtral<B>, dtype: WeightDtype) -> Vec<(Strin
     for param in HubParam::all(config) {
         let value = model.hub_param(param).expect("HubParam::all lists the model's own parameters").value();
         let shape = param.hub_shape(config);
-        for (expert, key) in param.keys(config.n_experts).into_iter().enumerate() {
+        for (part, key) in param.keys().into_iter().enumerate() {
             let value = value.clone();
-            let read = Box::new(move || value.to_hub(param.layout(), expert).1);
+            let read = Box::new(move || value.to_hub(param.layout(), part).1);
             out.push((key, LazyTensor { shape: shape.clone(), dtype, read }));
         }
     }

@@ -11,15 +11,16 @@
 //! | `model.layers.N.self_attn.{q,k,v,o}_proj.weight`          | `Attention(N, Q/K/V/O)`    | Linear |
 //! | `model.layers.N.post_attention_layernorm.weight` `[D]`    | `PostAttentionNorm(N)`     | as is |
 //! | `model.layers.N.block_sparse_moe.gate.weight` `[E, D]`    | `Router(N)`                | Linear |
-//! | `model.layers.N.block_sparse_moe.experts.X.w1.weight` `[F, D]` | `Experts(N, W1)` `[E, D, F]` | stacked Linear |
-//! | `model.layers.N.block_sparse_moe.experts.X.w3.weight` `[F, D]` | `Experts(N, W3)` `[E, D, F]` | stacked Linear |
-//! | `model.layers.N.block_sparse_moe.experts.X.w2.weight` `[D, F]` | `Experts(N, W2)` `[E, F, D]` | stacked Linear |
+//! | `model.layers.N.block_sparse_moe.experts.X.w1.weight` `[F, D]` | `Expert(N, X, GateUp)` `[D, 2F]` | fused Linear, part 0 |
+//! | `model.layers.N.block_sparse_moe.experts.X.w3.weight` `[F, D]` | `Expert(N, X, GateUp)` `[D, 2F]` | fused Linear, part 1 |
+//! | `model.layers.N.block_sparse_moe.experts.X.w2.weight` `[D, F]` | `Expert(N, X, Down)` `[F, D]` | Linear |
 //! | `model.norm.weight` `[D]`                                 | `FinalNorm`                | as is |
 //! | `lm_head.weight` `[V, D]`                                 | `LmHead` (absent when tied) | Linear |
 //!
 //! "Linear": PyTorch stores `[out, in]`, Burn's `Linear` `[in, out]`, so the values are
-//! transposed both ways. "Stacked": the `E` experts of a layer, one checkpoint tensor each, are
-//! one `[E, in, out]` parameter here.
+//! transposed both ways. "Fused": two checkpoint tensors of the same input (an expert's gate
+//! `w1` and up `w3` projections) are one `[in, 2 * out]` parameter here, side by side along the
+//! output axis, in that order.
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
@@ -41,15 +42,13 @@ pub enum AttentionProj {
     O,
 }
 
-/// One of the stacked expert projections (Mixtral's names).
+/// One of an expert's two parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExpertProj {
-    /// Gate projection `[E, D, F]`.
-    W1,
-    /// Down projection `[E, F, D]`.
-    W2,
-    /// Up projection `[E, D, F]`.
-    W3,
+    /// Gate and up projections `[D, 2F]` (checkpoint `w1` and `w3`).
+    GateUp,
+    /// Down projection `[F, D]` (checkpoint `w2`).
+    Down,
 }
 
 /// A parameter of [`Mixtral`], named as the Hub checkpoint names it (see the module docs).
@@ -65,8 +64,8 @@ pub enum HubParam {
     PostAttentionNorm(usize),
     /// `model.layers.N.block_sparse_moe.gate.weight`
     Router(usize),
-    /// `model.layers.N.block_sparse_moe.experts.X.w*.weight`, every `X`.
-    Experts(usize, ExpertProj),
+    /// `model.layers.N.block_sparse_moe.experts.X.w*.weight`: layer `N`, expert `X`.
+    Expert(usize, usize, ExpertProj),
     /// `model.norm.weight`
     FinalNorm,
     /// `lm_head.weight` (only when the head is not tied to the embedding).
@@ -80,8 +79,9 @@ pub enum HubLayout {
     AsIs,
     /// A PyTorch `Linear` weight `[out, in]` of a Burn `[in, out]` parameter.
     Linear,
-    /// `E` PyTorch `Linear` weights `[out, in]`, one key per expert, of a Burn `[E, in, out]`.
-    StackedLinear,
+    /// Two PyTorch `Linear` weights `[out, in]` of the same input, one Burn `[in, 2 * out]`
+    /// parameter (the first key's outputs first).
+    FusedLinear,
 }
 
 /// A model parameter of any rank, borrowed.
@@ -90,8 +90,6 @@ pub enum ParamRef<'a, B: Backend> {
     Rank1(&'a Param<Tensor<B, 1>>),
     /// Embedding and linear weights.
     Rank2(&'a Param<Tensor<B, 2>>),
-    /// Stacked expert weights.
-    Rank3(&'a Param<Tensor<B, 3>>),
 }
 
 /// A model parameter of any rank, mutably borrowed (to load it).
@@ -100,19 +98,15 @@ pub enum ParamMut<'a, B: Backend> {
     Rank1(&'a mut Param<Tensor<B, 1>>),
     /// Embedding and linear weights.
     Rank2(&'a mut Param<Tensor<B, 2>>),
-    /// Stacked expert weights.
-    Rank3(&'a mut Param<Tensor<B, 3>>),
 }
 
-/// A tensor of rank 1, 2 or 3: a parameter's value or its gradient.
+/// A tensor of rank 1 or 2: a parameter's value or its gradient.
 #[derive(Debug, Clone)]
 pub enum AnyTensor<B: Backend> {
     /// Rank 1.
     Rank1(Tensor<B, 1>),
     /// Rank 2.
     Rank2(Tensor<B, 2>),
-    /// Rank 3.
-    Rank3(Tensor<B, 3>),
 }
 
 impl HubParam {
@@ -126,7 +120,9 @@ impl HubParam {
             out.extend([Q, K, V, O].map(|p| Self::Attention(n, p)));
             out.push(Self::PostAttentionNorm(n));
             out.push(Self::Router(n));
-            out.extend([W1, W2, W3].map(|p| Self::Experts(n, p)));
+            for x in 0..config.n_experts {
+                out.extend([GateUp, Down].map(|p| Self::Expert(n, x, p)));
+            }
         }
         out.push(Self::FinalNorm);
         if !config.tie_word_embeddings {
@@ -139,23 +135,25 @@ impl HubParam {
     pub fn layout(self) -> HubLayout {
         match self {
             Self::Embedding | Self::InputNorm(_) | Self::PostAttentionNorm(_) | Self::FinalNorm => HubLayout::AsIs,
-            Self::Attention(..) | Self::Router(_) | Self::LmHead => HubLayout::Linear,
-            Self::Experts(..) => HubLayout::StackedLinear,
+            Self::Attention(..) | Self::Router(_) | Self::LmHead | Self::Expert(.., ExpertProj::Down) => {
+                HubLayout::Linear
+            }
+            Self::Expert(.., ExpertProj::GateUp) => HubLayout::FusedLinear,
         }
     }
 
-    /// The checkpoint key of the parameter, or of expert `expert` of a stacked one.
-    pub fn key(self, expert: usize) -> String {
+    /// The checkpoint key of the parameter, or of part `part` of a fused one.
+    pub fn key(self, part: usize) -> String {
         let attn = |p| match p {
             AttentionProj::Q => "q_proj",
             AttentionProj::K => "k_proj",
             AttentionProj::V => "v_proj",
             AttentionProj::O => "o_proj",
         };
-        let w = |p| match p {
-            ExpertProj::W1 => "w1",
-            ExpertProj::W2 => "w2",
-            ExpertProj::W3 => "w3",
+        let w = |p| match (p, part) {
+            (ExpertProj::GateUp, 0) => "w1",
+            (ExpertProj::GateUp, _) => "w3",
+            (ExpertProj::Down, _) => "w2",
         };
         match self {
             Self::Embedding => "model.embed_tokens.weight".into(),
@@ -163,16 +161,16 @@ impl HubParam {
             Self::Attention(n, p) => format!("model.layers.{n}.self_attn.{}.weight", attn(p)),
             Self::PostAttentionNorm(n) => format!("model.layers.{n}.post_attention_layernorm.weight"),
             Self::Router(n) => format!("model.layers.{n}.block_sparse_moe.gate.weight"),
-            Self::Experts(n, p) => format!("model.layers.{n}.block_sparse_moe.experts.{expert}.{}.weight", w(p)),
+            Self::Expert(n, x, p) => format!("model.layers.{n}.block_sparse_moe.experts.{x}.{}.weight", w(p)),
             Self::FinalNorm => "model.norm.weight".into(),
             Self::LmHead => "lm_head.weight".into(),
         }
     }
 
-    /// Its checkpoint keys: one, or one per expert for stacked parameters.
-    pub fn keys(self, n_experts: usize) -> Vec<String> {
+    /// Its checkpoint keys: one, or the parts of a fused parameter in order.
+    pub fn keys(self) -> Vec<String> {
         match self.layout() {
-            HubLayout::StackedLinear => (0..n_experts).map(|e| self.key(e)).collect(),
+            HubLayout::FusedLinear => vec![self.key(0), self.key(1)],
             _ => vec![self.key(0)],
         }
     }
@@ -189,8 +187,8 @@ impl HubParam {
             Self::Attention(_, AttentionProj::K | AttentionProj::V) => vec![d, kv],
             Self::Attention(_, AttentionProj::O) => vec![q, d],
             Self::Router(_) => vec![d, e],
-            Self::Experts(_, ExpertProj::W1 | ExpertProj::W3) => vec![e, d, f],
-            Self::Experts(_, ExpertProj::W2) => vec![e, f, d],
+            Self::Expert(.., ExpertProj::GateUp) => vec![d, 2 * f],
+            Self::Expert(.., ExpertProj::Down) => vec![f, d],
             Self::LmHead => vec![d, c.vocab_size],
         }
     }
@@ -201,11 +199,11 @@ impl HubParam {
         match self.layout() {
             HubLayout::AsIs => shape,
             HubLayout::Linear => vec![shape[1], shape[0]],
-            HubLayout::StackedLinear => vec![shape[2], shape[1]],
+            HubLayout::FusedLinear => vec![shape[1] / 2, shape[0]],
         }
     }
 
-    /// The parameter (and, for stacked experts, the expert) a checkpoint key names.
+    /// The parameter (and, for a fused one, the part) a checkpoint key names.
     pub fn parse(key: &str) -> Option<(HubParam, usize)> {
         use AttentionProj::*;
         use ExpertProj::*;
@@ -231,13 +229,14 @@ impl HubParam {
                     ),
                     ["block_sparse_moe", "gate", "weight"] => Self::Router(n),
                     ["block_sparse_moe", "experts", x, w, "weight"] => {
-                        let proj = match *w {
-                            "w1" => W1,
-                            "w2" => W2,
-                            "w3" => W3,
+                        let x = x.parse().ok()?;
+                        let (proj, part) = match *w {
+                            "w1" => (GateUp, 0),
+                            "w3" => (GateUp, 1),
+                            "w2" => (Down, 0),
                             _ => return None,
                         };
-                        return Some((Self::Experts(n, proj), x.parse().ok()?));
+                        return Some((Self::Expert(n, x, proj), part));
                     }
                     _ => return None,
                 }
@@ -259,10 +258,14 @@ macro_rules! select_param {
             | HubParam::Attention(n, _)
             | HubParam::PostAttentionNorm(n)
             | HubParam::Router(n)
-            | HubParam::Experts(n, _) => Some(n),
+            | HubParam::Expert(n, ..) => Some(n),
             _ => None,
         };
-        if layer.is_some_and(|n| n >= model.layers.len()) {
+        let expert_missing = match $param {
+            HubParam::Expert(n, x, _) => model.layers.get(n).is_some_and(|l| x >= l.block_sparse_moe.experts.ffns.len()),
+            _ => false,
+        };
+        if layer.is_some_and(|n| n >= model.layers.len()) || expert_missing {
             None
         } else {
             match $param {
@@ -286,12 +289,11 @@ macro_rules! select_param {
                     }))
                 }
                 HubParam::Router(n) => Some($wrap::Rank2($($borrow)+ model.layers[n].block_sparse_moe.router.gate.weight)),
-                HubParam::Experts(n, p) => {
-                    let experts = $($borrow)+ model.layers[n].block_sparse_moe.experts;
-                    Some($wrap::Rank3(match p {
-                        ExpertProj::W1 => $($borrow)+ experts.w1,
-                        ExpertProj::W2 => $($borrow)+ experts.w2,
-                        ExpertProj::W3 => $($borrow)+ experts.w3,
+                HubParam::Expert(n, x, p) => {
+                    let ffn = $($borrow)+ model.layers[n].block_sparse_moe.experts.ffns[x];
+                    Some($wrap::Rank2(match p {
+                        ExpertProj::GateUp => $($borrow)+ ffn.gate_up.weight,
+                        ExpertProj::Down => $($borrow)+ ffn.down.weight,
                     }))
                 }
             }
@@ -318,26 +320,26 @@ impl<B: Backend> ParamRef<'_, B> {
         match self {
             Self::Rank1(p) => AnyTensor::Rank1(p.val()),
             Self::Rank2(p) => AnyTensor::Rank2(p.val()),
-            Self::Rank3(p) => AnyTensor::Rank3(p.val()),
         }
     }
 }
 
 impl<B: Backend> AnyTensor<B> {
-    /// One checkpoint tensor of a parameter of layout `layout` (expert `expert` of a stacked
-    /// one), read from the device and laid out as the checkpoint stores it: `(shape, values)`.
-    pub fn to_hub(&self, layout: HubLayout, expert: usize) -> (Vec<usize>, Vec<f32>) {
+    /// One checkpoint tensor of a parameter of layout `layout` (part `part` of a fused one),
+    /// read from the device and laid out as the checkpoint stores it: `(shape, values)`.
+    pub fn to_hub(&self, layout: HubLayout, part: usize) -> (Vec<usize>, Vec<f32>) {
         let host = |data: burn::tensor::TensorData| -> Vec<f32> { data.iter::<f32>().collect() };
         match (self, layout) {
             (Self::Rank1(t), _) => (t.dims().to_vec(), host(t.to_data())),
             (Self::Rank2(t), HubLayout::AsIs) => (t.dims().to_vec(), host(t.to_data())),
-            (Self::Rank2(t), _) => {
+            (Self::Rank2(t), HubLayout::Linear) => {
                 let [d_in, d_out] = t.dims();
                 (vec![d_out, d_in], transpose(&host(t.to_data()), d_in, d_out))
             }
-            (Self::Rank3(t), _) => {
-                let [_, d_in, d_out] = t.dims();
-                let one = t.clone().narrow(0, expert, 1);
+            (Self::Rank2(t), HubLayout::FusedLinear) => {
+                let [d_in, both] = t.dims();
+                let d_out = both / 2;
+                let one = t.clone().narrow(1, part * d_out, d_out);
                 (vec![d_out, d_in], transpose(&host(one.into_data()), d_in, d_out))
             }
         }
@@ -368,9 +370,9 @@ mod tests {
     fn every_key_parses_back_to_its_parameter() {
         let config = MixtralConfig::tiny();
         let params = HubParam::all(&config);
-        assert_eq!(params.len(), 1 + config.n_layers * 10 + 2);
+        assert_eq!(params.len(), 1 + config.n_layers * (7 + 2 * config.n_experts) + 2);
         for p in params {
-            for (x, key) in p.keys(config.n_experts).iter().enumerate() {
+            for (x, key) in p.keys().iter().enumerate() {
                 assert_eq!(HubParam::parse(key), Some((p, x)), "{key}");
             }
         }

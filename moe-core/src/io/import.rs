@@ -54,7 +54,6 @@ pub fn load_hub_weights<B: Backend>(
         match model.hub_param_mut(param).expect("HubParam::all lists the model's own parameters") {
             ParamMut::Rank1(p) => *p = Param::from_tensor(Tensor::from_data(data, device)),
             ParamMut::Rank2(p) => *p = Param::from_tensor(Tensor::from_data(data, device)),
-            ParamMut::Rank3(p) => *p = Param::from_tensor(Tensor::from_data(data, device)),
         }
     }
 
@@ -101,22 +100,33 @@ impl Loader<'_> {
     /// any of its checkpoint tensors is missing or mis-shaped.
     fn read_param(&mut self, param: HubParam, config: &MixtralConfig) -> Option<Vec<f32>> {
         let hub_shape = param.hub_shape(config);
-        let keys = param.keys(config.n_experts);
-        let mut values = Vec::new();
+        let [d_out, d_in] = [hub_shape[0], *hub_shape.last().expect("a shape")];
+        let mut parts = Vec::new();
         let mut complete = true;
-        for key in &keys {
+        for key in param.keys() {
             // Every key is read, so that one error lists every problem.
-            match self.read(key, &hub_shape) {
-                Some(t) if complete => match param.layout() {
-                    HubLayout::AsIs => values = t.values,
-                    HubLayout::Linear | HubLayout::StackedLinear => {
-                        values.extend(transpose(&t.values, hub_shape[0], hub_shape[1]))
-                    }
-                },
+            match self.read(&key, &hub_shape) {
+                Some(t) if complete => parts.push(match param.layout() {
+                    HubLayout::AsIs => t.values,
+                    HubLayout::Linear | HubLayout::FusedLinear => transpose(&t.values, d_out, d_in),
+                }),
                 Some(_) => {}
                 None => complete = false,
             }
         }
-        complete.then_some(values)
+        if !complete {
+            return None;
+        }
+        if parts.len() == 1 {
+            return parts.pop();
+        }
+        // Fused: row `i` of the parameter is row `i` of each part's `[in, out]`, side by side.
+        let mut values = Vec::with_capacity(parts.len() * d_in * d_out);
+        for i in 0..d_in {
+            for part in &parts {
+                values.extend_from_slice(&part[i * d_out..(i + 1) * d_out]);
+            }
+        }
+        Some(values)
     }
 }

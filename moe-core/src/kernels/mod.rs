@@ -114,7 +114,7 @@ mod tests {
             let want = layer.forward(x.clone());
             linear(&layer, x).into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
         }
-        // A slice of a stacked parameter, as the experts pass it.
+        // A `[1, K, N]` slice of a stacked tensor.
         let stacked = Tensor::<B, 3>::random([3, 40, 24], Distribution::Normal(0.0, 1.0), device);
         let x = Tensor::<B, 2>::random([2, 40], Distribution::Normal(0.0, 1.0), device);
         let want = x.clone().matmul(stacked.clone().narrow(0, 1, 1).reshape([40, 24]));

@@ -1,11 +1,11 @@
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::Initializer;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::kernels::matmul_weight;
+use crate::nn::{SwiGlu, SwiGluConfig};
 
 /// Configuration of [`Experts`].
 #[derive(Config, Debug)]
@@ -24,32 +24,28 @@ pub struct ExpertsConfig {
 impl ExpertsConfig {
     /// Experts with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Experts<B> {
-        let (e, d, f) = (self.n_experts, self.d_model, self.d_ff);
-        Experts {
-            w1: self.initializer.init_with([e, d, f], Some(d), Some(f), device),
-            w3: self.initializer.init_with([e, d, f], Some(d), Some(f), device),
-            w2: self.initializer.init_with([e, f, d], Some(f), Some(d), device),
-        }
+        let ffn = SwiGluConfig::new(self.d_model, self.d_ff).with_initializer(self.initializer.clone());
+        Experts { ffns: (0..self.n_experts).map(|_| ffn.init(device)).collect() }
     }
 }
 
-/// `E` SwiGLU experts `w2(silu(w1 x) * w3 x)` with their weights stacked into 3-D parameters, so
-/// that dispatch can run them as batched or grouped matmuls and the optimizer sees one tensor
-/// per projection (as transformers v5 and megablocks store them).
+/// `E` SwiGLU experts `w2(silu(w1 x) * w3 x)`, each with parameters of its own.
+///
+/// Not one stacked `[E, D, F]` tensor per projection (transformers v5's layout): under Burn's
+/// autodiff, taking expert `e`'s slice of a stacked parameter makes the backward pass allocate
+/// and add a zero gradient of the *whole* stack for every expert and projection, which made the
+/// layer's forward + backward 9.7x the equal-FLOP dense layer's at 128 tokens (BENCHMARKS.md,
+/// issue 10). Each expert's products read its own contiguous matrices either way.
 #[derive(Module, Debug)]
 pub struct Experts<B: Backend> {
-    /// Gate projections `[E, D, F]` (checkpoint `experts.{e}.w1`, transposed).
-    pub w1: Param<Tensor<B, 3>>,
-    /// Up projections `[E, D, F]` (checkpoint `experts.{e}.w3`, transposed).
-    pub w3: Param<Tensor<B, 3>>,
-    /// Down projections `[E, F, D]` (checkpoint `experts.{e}.w2`, transposed).
-    pub w2: Param<Tensor<B, 3>>,
+    /// Expert `e` is `ffns[e]` (checkpoint `experts.{e}.w1/w3/w2`).
+    pub ffns: Vec<SwiGlu<B>>,
 }
 
 impl<B: Backend> Experts<B> {
     /// Number of experts `E`.
     pub fn n_experts(&self) -> usize {
-        self.w1.dims()[0]
+        self.ffns.len()
     }
 
     /// Runs expert `e` on the tokens routed to it.
@@ -57,24 +53,23 @@ impl<B: Backend> Experts<B> {
     /// # Shapes
     /// - `x`: `[N, D]` -> `[N, D]`
     pub fn forward_expert(&self, e: usize, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        // `[1, D, F]` views into the stacked parameters: reshaping them to 2-D would copy the
-        // expert's weights on burn-flex (a view with an offset cannot be reshaped in place).
-        let w1 = self.w1.val().narrow(0, e, 1);
-        let w3 = self.w3.val().narrow(0, e, 1);
-        let w2 = self.w2.val().narrow(0, e, 1);
-        let h = silu(matmul_weight(x.clone(), w1)) * matmul_weight(x, w3); // [N, F]
-        matmul_weight(h, w2)
+        self.ffns[e].forward(x)
     }
 
-    /// Every expert on every token, as one batched matmul: the dense reference.
+    /// Every expert on every token, as one batched matmul over the experts' weights stacked:
+    /// the dense reference.
     ///
     /// # Shapes
     /// - `x`: `[T, D]` -> `[E, T, D]`
     pub fn forward_all(&self, x: Tensor<B, 2>) -> Tensor<B, 3> {
         let [t, d] = x.dims();
         let e = self.n_experts();
-        let x = x.unsqueeze::<3>().expand([e, t, d]);
-        let h = silu(x.clone().matmul(self.w1.val())) * x.matmul(self.w3.val()); // [E, T, F]
-        h.matmul(self.w2.val())
+        let stack = |w: fn(&SwiGlu<B>) -> Tensor<B, 2>| Tensor::stack::<3>(self.ffns.iter().map(w).collect(), 0);
+        let gate_up = stack(|ffn| ffn.gate_up.weight.val()); // [E, D, 2F]
+        let down = stack(|ffn| ffn.down.weight.val()); // [E, F, D]
+        let f = down.dims()[1];
+        let h = x.unsqueeze::<3>().expand([e, t, d]).matmul(gate_up); // [E, T, 2F]
+        let h = silu(h.clone().narrow(2, 0, f)) * h.narrow(2, f, f); // [E, T, F]
+        h.matmul(down)
     }
 }

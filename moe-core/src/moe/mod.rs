@@ -1,4 +1,4 @@
-//! The sparse Mixture-of-Experts layer: router, stacked experts, dispatch, and the block.
+//! The sparse Mixture-of-Experts layer: router, experts, dispatch, and the block.
 
 mod dispatch;
 mod experts;

@@ -74,7 +74,7 @@ impl SparseMoeConfig {
 pub struct SparseMoe<B: Backend> {
     /// The gate: picks `top_k` experts per token and their weights.
     pub router: Router<B>,
-    /// The SwiGLU experts, stacked.
+    /// The SwiGLU experts.
     pub experts: Experts<B>,
 }
 

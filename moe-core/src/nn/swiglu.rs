@@ -1,9 +1,11 @@
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+
+use crate::kernels::linear;
 
 /// Configuration of [`SwiGlu`].
 #[derive(Config, Debug)]
@@ -12,33 +14,48 @@ pub struct SwiGluConfig {
     pub d_model: usize,
     /// Hidden width `F`.
     pub d_ff: usize,
+    /// Same scheme as `burn::nn::Linear` (uniform, `1/sqrt(fan_in)` bound, like torch).
+    #[config(default = "Initializer::KaimingUniform{gain: 1.0 / 3.0f64.sqrt(), fan_out_only: false}")]
+    pub initializer: Initializer,
 }
 
 impl SwiGluConfig {
     /// A block with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SwiGlu<B> {
-        let up = LinearConfig::new(self.d_model, self.d_ff).with_bias(false);
-        let down = LinearConfig::new(self.d_ff, self.d_model).with_bias(false);
-        SwiGlu { w1: up.init(device), w3: up.init(device), w2: down.init(device) }
+        let linear = |d_in, d_out| {
+            LinearConfig::new(d_in, d_out).with_bias(false).with_initializer(self.initializer.clone()).init(device)
+        };
+        SwiGlu { gate_up: linear(self.d_model, 2 * self.d_ff), down: linear(self.d_ff, self.d_model) }
     }
 }
 
-/// A dense SwiGLU feed-forward block, `w2(silu(w1 x) * w3 x)`: one Mixtral expert as a plain
-/// layer. Used as the dense baseline and in the 1-expert equivalence test.
+/// A SwiGLU feed-forward block, `w2(silu(w1 x) * w3 x)`: one Mixtral expert, or a dense FFN.
+///
+/// The gate (`w1`) and up (`w3`) projections are one `[D, 2F]` matrix, so both come out of one
+/// product: one pass over the input instead of two, and for a few rows (decoding, an expert's
+/// share of a prompt) one pass of the kernel over the weights.
 #[derive(Module, Debug)]
 pub struct SwiGlu<B: Backend> {
-    /// Gate projection `[D, F]`.
-    pub w1: Linear<B>,
-    /// Up projection `[D, F]`.
-    pub w3: Linear<B>,
-    /// Down projection `[F, D]`.
-    pub w2: Linear<B>,
+    /// Gate and up projections side by side, `[D, 2F]`: columns `..F` are the gate
+    /// (checkpoint `w1`), columns `F..` the up projection (`w3`).
+    pub gate_up: Linear<B>,
+    /// Down projection `[F, D]` (checkpoint `w2`).
+    pub down: Linear<B>,
 }
 
 impl<B: Backend> SwiGlu<B> {
+    /// Hidden width `F`.
+    pub fn d_ff(&self) -> usize {
+        self.down.weight.dims()[0]
+    }
+
     /// # Shapes
     /// - `x`: `[..., D]` -> `[..., D]`
     pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> Tensor<B, N> {
-        self.w2.forward(silu(self.w1.forward(x.clone())) * self.w3.forward(x))
+        let f = self.d_ff();
+        let h = linear(&self.gate_up, x); // [..., 2F]
+        let gate = h.clone().narrow(N - 1, 0, f);
+        let up = h.narrow(N - 1, f, f);
+        linear(&self.down, silu(gate) * up)
     }
 }
