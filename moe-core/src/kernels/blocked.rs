@@ -27,6 +27,8 @@ const PANEL: usize = 8;
 /// Rows of `w` packed at once: a packed tile (`DEPTH x TILE` f32, 16 KB) stays in L1 while every
 /// row block runs over it.
 const DEPTH: usize = 256;
+/// Rows of `w` fetched ahead of the packing.
+const PREFETCH_ROWS: usize = 8;
 
 /// `out[m, n] = Σ_k x[m, k] · w[k, n]` with f32 accumulation, for any `M` (it is meant for
 /// `M` up to about a hundred; beyond that `gemm`'s packing pays for itself).
@@ -76,7 +78,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::weights::{Load, Weights};
-    use super::{DEPTH, ROWS, TILE};
+    use super::{DEPTH, PREFETCH_ROWS, ROWS, TILE};
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn columns(
@@ -110,9 +112,17 @@ mod x86 {
         let mut packed = vec![0.0f32; full_tiles.max(1) * DEPTH * TILE];
         for k0 in (0..k).step_by(DEPTH) {
             let depth = DEPTH.min(k - k0);
-            // Pack: tile t, row r at packed[(t * depth + r) * TILE ..].
+            // Pack: tile t, row r at packed[(t * depth + r) * TILE ..]. Each row's stretch is
+            // on another page, where the hardware prefetcher does not follow: fetch the stretch
+            // `PREFETCH_ROWS` rows ahead explicitly (the packing stores stalled on these loads).
             for r in 0..depth {
                 let src = w.as_ptr().add((k0 + r) * n + cols.start);
+                if k0 + r + PREFETCH_ROWS < k {
+                    let ahead = src.add(PREFETCH_ROWS * n).cast::<i8>();
+                    for byte in (0..full_tiles * TILE * std::mem::size_of::<W>()).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(byte));
+                    }
+                }
                 for t in 0..full_tiles {
                     let dst = packed.as_mut_ptr().add((t * depth + r) * TILE);
                     _mm256_storeu_ps(dst, W::load8(src.add(t * TILE)));
@@ -138,6 +148,9 @@ mod x86 {
             }
         }
         // The last columns when the band is not a whole number of tiles.
+        if full_tiles * TILE == width {
+            return;
+        }
         for kk in 0..k {
             for mm in 0..m {
                 let a = x[mm * k + kk];

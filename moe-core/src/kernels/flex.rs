@@ -10,9 +10,11 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use half::{bf16, f16};
 
 use super::blocked::blocked_matmul;
+use super::rope::rope as rope_rows;
 use super::skinny::skinny_matmul;
+use super::swiglu::swiglu as swiglu_rows;
 use super::weights::Weights;
-use super::{BLOCKED_ROWS, SKINNY_ROWS};
+use super::{RopePositions, BLOCKED_ROWS, SKINNY_ROWS};
 
 /// `x @ w` by this crate's kernels when `B` is burn-flex, `x` has at most [`BLOCKED_ROWS`] rows
 /// and `w` is a contiguous f32/f16/bf16 matrix `[1, ..., 1, K, N]`; otherwise the inputs back.
@@ -38,6 +40,90 @@ pub(super) fn matmul<B: Backend, const R: usize>(
     match out.and_then(from_flex::<B>) {
         Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
         None => Err((Tensor::from_primitive(xp), Tensor::from_primitive(wp))),
+    }
+}
+
+/// `silu(h[.., ..F]) * h[.., F..]` by this crate's kernel when `B` is burn-flex and `h` is a
+/// contiguous f32/f16/bf16 tensor; otherwise `h` back.
+pub(super) fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Result<Tensor<B, N>, Tensor<B, N>> {
+    let mut shape = h.dims();
+    let f = shape[N - 1] / 2;
+    shape[N - 1] = f;
+    let hp = h.into_primitive();
+    let out = match &hp {
+        TensorPrimitive::Float(p) => as_flex::<B>(p).and_then(|h| {
+            let data = match h.dtype() {
+                DType::F32 => TensorData::new(swiglu_rows(h.as_slice::<f32>()?, f, |v| v, |v| v), shape),
+                DType::F16 => TensorData::new(swiglu_rows(h.as_slice::<f16>()?, f, f16::to_f32, f16::from_f32), shape),
+                DType::BF16 => {
+                    TensorData::new(swiglu_rows(h.as_slice::<bf16>()?, f, bf16::to_f32, bf16::from_f32), shape)
+                }
+                _ => return None,
+            };
+            from_flex::<B>(FlexTensor::from_data(data))
+        }),
+        _ => None,
+    };
+    match out {
+        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
+        None => Err(Tensor::from_primitive(hp)),
+    }
+}
+
+/// RoPE by this crate's kernel when `B` is burn-flex and the tables are contiguous f32;
+/// otherwise `x` back.
+pub(super) fn rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+    positions: &RopePositions<B>,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let [b, s, heads, dh] = x.dims();
+    let xp = x.into_primitive();
+    if !matches!(&xp, TensorPrimitive::Float(p) if as_flex::<B>(p).is_some()) {
+        return Err(Tensor::from_primitive(xp));
+    }
+    let at: Vec<usize> = match positions {
+        RopePositions::Start(start) => (0..b * s).map(|r| start + r % s).collect(),
+        RopePositions::Each(p) => p.to_data().iter::<i64>().map(|v| usize::try_from(v).unwrap_or(usize::MAX)).collect(),
+    };
+    if at.iter().any(|&p| p >= cos.dims()[0]) {
+        return Err(Tensor::from_primitive(xp));
+    }
+    let (cp, sp) = (cos.clone().into_primitive().tensor(), sin.clone().into_primitive().tensor());
+    let out = match (&xp, as_flex::<B>(&cp), as_flex::<B>(&sp)) {
+        (TensorPrimitive::Float(p), Some(c), Some(sn)) => as_flex::<B>(p).and_then(|xf| {
+            let (c, sn) = (c.as_slice::<f32>()?, sn.as_slice::<f32>()?);
+            let xc;
+            let xf = if xf.is_contiguous() {
+                xf
+            } else {
+                xc = xf.to_contiguous();
+                &xc
+            };
+            let shape = [b, s, heads, dh];
+            let position = |r: usize| at[r];
+            let data = match xf.dtype() {
+                DType::F32 => {
+                    TensorData::new(rope_rows(xf.as_slice::<f32>()?, heads, dh, c, sn, position, |v| v, |v| v), shape)
+                }
+                DType::F16 => TensorData::new(
+                    rope_rows(xf.as_slice::<f16>()?, heads, dh, c, sn, position, f16::to_f32, f16::from_f32),
+                    shape,
+                ),
+                DType::BF16 => TensorData::new(
+                    rope_rows(xf.as_slice::<bf16>()?, heads, dh, c, sn, position, bf16::to_f32, bf16::from_f32),
+                    shape,
+                ),
+                _ => return None,
+            };
+            from_flex::<B>(FlexTensor::from_data(data))
+        }),
+        _ => None,
+    };
+    match out {
+        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
+        None => Err(Tensor::from_primitive(xp)),
     }
 }
 
@@ -189,6 +275,17 @@ mod tests {
         assert!(matmul(x, w.reshape([80, 32]).transpose()).is_err(), "a strided view: gemm");
         let (x, w) = inputs::<Autodiff<Flex>>(1);
         assert!(matmul(x, w).is_err(), "autodiff: Burn's ops keep the graph");
+    }
+
+    #[test]
+    fn swiglu_takes_the_kernel_on_products_of_any_size() {
+        for rows in [3, BLOCKED_ROWS + 100] {
+            let (x, w) = inputs::<Flex>(rows);
+            let h = crate::kernels::matmul_weight(x, w); // [rows, 80]
+            assert!(swiglu(h).is_ok(), "{rows} rows");
+        }
+        let (x, w) = inputs::<Autodiff<Flex>>(3);
+        assert!(swiglu(x.matmul(w)).is_err(), "autodiff: Burn's ops keep the graph");
     }
 
     #[test]

@@ -11,17 +11,22 @@
 mod blocked;
 #[cfg(feature = "flex")]
 mod flex;
+mod rope;
 mod skinny;
+mod swiglu;
 #[cfg(test)]
 mod test_support;
 mod weights;
 
 use burn::nn::Linear;
+use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
 pub use blocked::blocked_matmul;
+pub use rope::rope as rope_rows;
 pub use skinny::skinny_matmul;
+pub use swiglu::swiglu as swiglu_rows;
 pub use weights::Weights;
 
 /// Up to this many rows of activations (tokens) take the matrix-vector kernel [`skinny_matmul`].
@@ -81,6 +86,51 @@ pub fn write_along<B: Backend, const D: usize>(
     *buffer = full.slice_assign(ranges, value);
 }
 
+/// Where the rows of a [`rope`] input sit in the tables.
+pub enum RopePositions<B: Backend> {
+    /// Every sequence at positions `start..start + S`.
+    Start(usize),
+    /// Each sequence at its own positions, `[B, S]`.
+    Each(Tensor<B, 2, Int>),
+}
+
+/// Rotary position embedding by [`rope_rows`] on burn-flex without autodiff; `Err(x)` (for the
+/// caller's Burn ops) elsewhere, and where a position is outside the tables.
+///
+/// # Shapes
+/// - `x`: `[B, S, N, Dh]`, `cos`/`sin`: `[P, Dh]` f32 -> `[B, S, N, Dh]`
+#[allow(clippy::result_large_err)]
+pub fn rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+    positions: &RopePositions<B>,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    #[cfg(feature = "flex")]
+    return flex::rope(x, cos, sin, positions);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (cos, sin, positions);
+        Err(x)
+    }
+}
+
+/// SwiGLU's activation `silu(gate) * up` on the output of a fused `[.., 2F]` gate/up product
+/// (the gate first). On burn-flex without autodiff it is [`swiglu_rows`], one contiguous pass;
+/// elsewhere Burn's ops on the two halves.
+///
+/// # Shapes
+/// - `h`: `[..., 2F]` -> `[..., F]`
+pub fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Tensor<B, N> {
+    let f = h.dims()[N - 1] / 2;
+    #[cfg(feature = "flex")]
+    let h = match flex::swiglu(h) {
+        Ok(out) => return out,
+        Err(h) => h,
+    };
+    silu(h.clone().narrow(N - 1, 0, f)) * h.narrow(N - 1, f, f)
+}
+
 /// A bias-free or biased [`Linear`] layer through [`matmul_weight`].
 ///
 /// # Shapes
@@ -121,6 +171,11 @@ mod tests {
         matmul_weight(x, stacked.narrow(0, 1, 1))
             .into_data()
             .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+
+        // SwiGLU's activation on a fused product, against its definition.
+        let h = Tensor::<B, 3>::random([2, 5, 2 * 7], Distribution::Normal(0.0, 2.0), device);
+        let want = silu(h.clone().narrow(2, 0, 7)) * h.clone().narrow(2, 7, 7);
+        swiglu(h).into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::rel_abs(1e-6, 1e-6));
 
         // Cache writes along axis 2, twice into the same buffer.
         let mut buffer = Tensor::<B, 4>::zeros([2, 3, 6, 4], device);

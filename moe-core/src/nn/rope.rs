@@ -3,6 +3,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::kernels::{rope, RopePositions};
+
 /// Configuration of [`RotaryEmbedding`].
 #[derive(Config, Debug)]
 pub struct RotaryEmbeddingConfig {
@@ -66,6 +68,10 @@ impl<B: Backend> RotaryEmbedding<B> {
     /// # Shapes
     /// - `x`: `[B, S, N, Dh]` (`N` heads) -> `[B, S, N, Dh]`
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let x = match rope(x, &self.cos, &self.sin, &RopePositions::Start(start)) {
+            Ok(out) => return out,
+            Err(x) => x,
+        };
         let [_, s, _, dh] = x.dims();
         let dtype = x.dtype();
         let cos = self.cos.clone().narrow(0, start, s).cast(dtype).reshape([1, s, 1, dh]);
@@ -78,6 +84,12 @@ impl<B: Backend> RotaryEmbedding<B> {
     /// # Shapes
     /// - `x`: `[B, S, N, Dh]`, `positions`: `[B, S]` -> `[B, S, N, Dh]`
     pub fn apply_at(&self, x: Tensor<B, 4>, positions: Tensor<B, 2, Int>) -> Tensor<B, 4> {
+        let positions = RopePositions::Each(positions);
+        let x = match rope(x, &self.cos, &self.sin, &positions) {
+            Ok(out) => return out,
+            Err(x) => x,
+        };
+        let RopePositions::Each(positions) = positions else { unreachable!("built above") };
         let [b, s, _, dh] = x.dims();
         let dtype = x.dtype();
         let flat = positions.reshape([b * s]);
@@ -98,4 +110,31 @@ fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let x1 = x.clone().narrow(3, 0, dh / 2);
     let x2 = x.narrow(3, dh / 2, dh / 2);
     Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Distribution, FloatDType, Tolerance};
+
+    use crate::backend::Flex;
+
+    /// burn-flex takes `kernels::rope`; ndarray Burn's ops: both must compute the same rotation,
+    /// from a start position and at per-sequence positions, in f32 and f16.
+    #[test]
+    fn the_kernel_computes_what_burns_ops_compute() {
+        let config = RotaryEmbeddingConfig::new(8, 16).with_theta(100.0);
+        let (flex, ndarray) = (config.init::<Flex>(&Default::default()), config.init::<NdArray>(&Default::default()));
+        let x = Tensor::<NdArray, 4>::random([2, 3, 2, 8], Distribution::Normal(0.0, 1.0), &Default::default());
+        let on_flex = || Tensor::<Flex, 4>::from_data(x.to_data(), &Default::default());
+        let positions = [[0i64, 5, 6], [3, 4, 15]];
+        let want = ndarray.apply(x.clone(), 4).into_data();
+        flex.apply(on_flex(), 4).into_data().assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+        let got = flex.apply(on_flex().cast(FloatDType::F16), 4).cast(FloatDType::F32);
+        got.into_data().assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-2));
+        let want = ndarray.apply_at(x.clone(), Tensor::from_ints(positions, &Default::default())).into_data();
+        let got = flex.apply_at(on_flex(), Tensor::from_ints(positions, &Default::default()));
+        got.into_data().assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+    }
 }

@@ -1,11 +1,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::kernels::linear;
+use crate::kernels::{linear, swiglu};
 
 /// Configuration of [`SwiGlu`].
 #[derive(Config, Debug)]
@@ -52,10 +51,7 @@ impl<B: Backend> SwiGlu<B> {
     /// # Shapes
     /// - `x`: `[..., D]` -> `[..., D]`
     pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> Tensor<B, N> {
-        let f = self.d_ff();
         let h = linear(&self.gate_up, x); // [..., 2F]
-        let gate = h.clone().narrow(N - 1, 0, f);
-        let up = h.narrow(N - 1, f, f);
-        linear(&self.down, silu(gate) * up)
+        linear(&self.down, swiglu(h))
     }
 }
