@@ -31,7 +31,7 @@ const DEPTH: usize = 256;
 const PREFETCH_ROWS: usize = 8;
 
 /// `out[m, n] = Σ_k x[m, k] · w[k, n]` with f32 accumulation, for any `M` (it is meant for
-/// `M` up to about a hundred; beyond that `gemm`'s packing pays for itself).
+/// `M` up to [`super::BLOCKED_ROWS`]; beyond that `gemm`'s packing pays for itself).
 ///
 /// # Shapes
 /// - `x`: `[M, K]` row-major, `w`: `[K, N]` row-major -> `[M, N]` row-major

@@ -32,8 +32,10 @@ pub use weights::Weights;
 /// Up to this many rows of activations (tokens) take the matrix-vector kernel [`skinny_matmul`].
 pub const SKINNY_ROWS: usize = 8;
 /// Up to this many rows take the register-blocked [`blocked_matmul`]; more rows are
-/// matrix-matrix work, where `gemm`'s packing pays for itself.
-pub const BLOCKED_ROWS: usize = 64;
+/// matrix-matrix work, where `gemm`'s packing pays for itself. (At about 128 rows per expert,
+/// `moe-bench moe-layer --tokens 512`, the kernel measured 5-20% faster than `gemm` once its
+/// packing prefetched; BENCHMARKS.md.)
+pub const BLOCKED_ROWS: usize = 128;
 
 /// `x @ w`, where `w` is one weight matrix: a `[K, N]` parameter or a `[1, K, N]` slice of a
 /// stacked one (`narrow(0, e, 1)` of an experts tensor; no copy is made of it).
