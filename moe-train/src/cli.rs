@@ -45,10 +45,9 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["config", "preset", "data", "tokenizer", "out", "seed"])]
     pub resume: Option<PathBuf>,
     /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). Training is f32.
-    /// The default is ndarray: for training (forward + backward) it measured faster than flex
-    /// (1456 vs 1780 ms per MoE layer step, BENCHMARKS.md); `moe-infer` defaults to flex, which
-    /// is faster for inference.
-    #[arg(long, default_value = "ndarray")]
+    /// The default is the fastest CPU backend compiled in, flex: the default run trains at
+    /// 10.6k tokens/s on it against 6.6k on ndarray (BENCHMARKS.md).
+    #[arg(long, default_value_t = BackendKind::fastest_cpu())]
     pub backend: BackendKind,
     /// Seed of the model init, the synthetic corpus and the data order.
     #[arg(long)]
