@@ -40,6 +40,8 @@ pub struct MoeOptimizer<B: AutodiffBackend> {
     /// Parameters that do not.
     pub no_decay: Adam<B>,
     no_decay_ids: HashSet<ParamId>,
+    /// The experts' parameters (see [`Self::step`]).
+    expert_ids: HashSet<ParamId>,
 }
 
 impl<B: AutodiffBackend> MoeOptimizer<B> {
@@ -58,9 +60,15 @@ impl<B: AutodiffBackend> MoeOptimizer<B> {
             decay_embeddings: t.decay_embeddings,
             decay_norms: t.decay_norms,
             no_decay: HashSet::new(),
+            experts: HashSet::new(),
         };
         model.visit(&mut groups);
-        Self { decay: adam(t.weight_decay), no_decay: adam(0.0), no_decay_ids: groups.no_decay }
+        Self {
+            decay: adam(t.weight_decay),
+            no_decay: adam(0.0),
+            no_decay_ids: groups.no_decay,
+            expert_ids: groups.experts,
+        }
     }
 
     /// One AdamW update of every parameter that has a gradient, and of every expert.
@@ -70,7 +78,7 @@ impl<B: AutodiffBackend> MoeOptimizer<B> {
     /// one stacked tensor, whose gradient is zero there, so torch's AdamW still decays such an
     /// expert and moves its moments; the experts get zero gradients here to do the same.
     pub fn step(&mut self, lr: f64, model: Mixtral<B>, mut grads: GradientsParams) -> Mixtral<B> {
-        model.visit(&mut ZeroGradsOfIdleExperts { path: Vec::new(), grads: &mut grads });
+        model.visit(&mut ZeroGradsOfIdleExperts { ids: &self.expert_ids, grads: &mut grads });
         let mut split = SplitGrads { ids: &self.no_decay_ids, from: &mut grads, to: GradientsParams::new() };
         model.visit(&mut split);
         let no_decay = split.to;
@@ -79,12 +87,14 @@ impl<B: AutodiffBackend> MoeOptimizer<B> {
     }
 }
 
-/// Sorts parameters by rank and path: rank < 2 (norms) and the embedding decay only if asked.
+/// Sorts parameters by rank and path: rank < 2 (norms) and the embedding decay only if asked;
+/// also notes which are the experts'.
 struct Groups {
     path: Vec<String>,
     decay_embeddings: bool,
     decay_norms: bool,
     no_decay: HashSet<ParamId>,
+    experts: HashSet<ParamId>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Groups {
@@ -101,26 +111,20 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Groups {
         if (D < 2 && !self.decay_norms) || (embedding && !self.decay_embeddings) {
             self.no_decay.insert(param.id);
         }
+        if self.path.iter().any(|p| p == "experts") {
+            self.experts.insert(param.id);
+        }
     }
 }
 
 struct ZeroGradsOfIdleExperts<'a> {
-    path: Vec<String>,
+    ids: &'a HashSet<ParamId>,
     grads: &'a mut GradientsParams,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for ZeroGradsOfIdleExperts<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let expert = self.path.iter().any(|p| p == "experts");
-        if expert && self.grads.get::<B::InnerBackend, D>(param.id).is_none() {
+        if self.ids.contains(&param.id) && self.grads.get::<B::InnerBackend, D>(param.id).is_none() {
             self.grads.register(param.id, param.val().inner().zeros_like());
         }
     }

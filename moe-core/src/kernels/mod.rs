@@ -101,7 +101,6 @@ pub enum RopePositions<B: Backend> {
 ///
 /// # Shapes
 /// - `x`: `[B, S, N, Dh]`, `cos`/`sin`: `[P, Dh]` f32 -> `[B, S, N, Dh]`
-#[allow(clippy::result_large_err)]
 pub fn rope<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
