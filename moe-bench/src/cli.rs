@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 use moe_core::config::MixtralConfig;
+use moe_core::gguf::{load_gguf_file, GgufFile};
 use moe_core::io::load_hub_checkpoint;
 
 use crate::layer::LayerShape;
@@ -74,8 +75,8 @@ struct LayerArgs {
 struct DecodeArgs {
     #[command(flatten)]
     common: Common,
-    /// A Hub-layout checkpoint folder to decode with (its weights and shape) instead of random
-    /// weights of a preset's shape.
+    /// A Hub-layout checkpoint folder or a GGUF file (quantized weights stay quantized) to decode
+    /// with, instead of random weights of a preset's shape.
     #[arg(long, conflicts_with_all = ["preset", "vocab", "d_model", "d_ff", "heads", "kv_heads", "experts", "top_k"])]
     model: Option<PathBuf>,
     /// Shape: tiny, mixtral-8x7b or mixtral-8x22b (random weights), changed by the flags below.
@@ -160,8 +161,12 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
         Command::Decode(a) => {
             let model = match &a.model {
                 Some(dir) => {
-                    let mut model = load_hub_checkpoint::<B>(dir, &device)
-                        .with_context(|| format!("cannot load model {}", dir.display()))?;
+                    let model = if dir.is_file() {
+                        GgufFile::open(dir).and_then(|file| load_gguf_file::<B>(std::sync::Arc::new(file), &device))
+                    } else {
+                        load_hub_checkpoint::<B>(dir, &device)
+                    };
+                    let mut model = model.with_context(|| format!("cannot load model {}", dir.display()))?;
                     if let Some(layers) = a.layers {
                         anyhow::ensure!(
                             (1..=model.layers.len()).contains(&layers),

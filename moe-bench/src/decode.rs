@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use moe_core::backend::{BackendKind, Precision};
 use moe_core::config::MixtralConfig;
 use moe_core::model::Mixtral;
+use moe_core::nn::Projection;
 use moe_generate::{generate, GenerationConfig, SamplingConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -90,7 +91,7 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
     }
     let (prompt_tokens_per_sec, decode_tokens_per_sec) = (median(&mut prompt_speeds), median(&mut decode_speeds));
 
-    let bytes_per_decode_token = precision.bytes() as u64 * active_weights(&config);
+    let bytes_per_decode_token = decode_bytes(model, precision);
     let (bandwidth_gbs, bandwidth_measured) = match bandwidth_gbs {
         Some(bw) => (bw, false),
         None => (host_read_bandwidth_gbs(), true),
@@ -113,16 +114,31 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
     })
 }
 
-/// Weights read per decoded token: everything active except the embedding table.
-fn active_weights(c: &MixtralConfig) -> u64 {
-    let embedding = (c.vocab_size * c.d_model) as u64;
-    let active = c.num_active_params() as u64;
-    // With tied embeddings the table is the LM head and is read in full.
-    if c.tie_word_embeddings {
-        active
-    } else {
-        active - embedding
+/// Bytes of weights read per decoded token: everything active except the embedding table
+/// (whose one row is negligible), quantized projections at the size of their blocks, the rest at
+/// `precision`.
+fn decode_bytes<B: Backend>(model: &Mixtral<B>, precision: Precision) -> u64 {
+    let c = model.config();
+    let float = precision.bytes() as u64;
+    let projection = |p: &Projection<B>| match p.blocks() {
+        Some(q) => q.n_bytes() as u64,
+        None => float * p.dims().iter().product::<usize>() as u64,
+    };
+    let mut bytes = float * c.d_model as u64; // final norm
+    bytes += match &model.lm_head {
+        Some(head) => projection(head),
+        // Tied: the table is the LM head and is read in full.
+        None => float * (c.vocab_size * c.d_model) as u64,
+    };
+    for layer in &model.layers {
+        let attn = &layer.self_attn;
+        bytes += [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.o_proj].into_iter().map(projection).sum::<u64>();
+        bytes += float * (2 * c.d_model + c.d_model * c.n_experts) as u64; // norms, router
+        let experts: u64 =
+            layer.block_sparse_moe.experts.ffns.iter().map(|f| projection(&f.gate_up) + projection(&f.down)).sum();
+        bytes += experts * model.experts_per_token() as u64 / c.n_experts.max(1) as u64;
     }
+    bytes
 }
 
 /// Host memory read bandwidth: the best of 5 sums over a 1 GiB buffer, split over every core.

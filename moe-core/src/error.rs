@@ -44,6 +44,15 @@ pub enum MoeError {
         reason: String,
     },
 
+    /// A GGUF file is corrupt, truncated, or holds something this crate cannot read.
+    #[error("{path}: {reason}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, naming the tensor or metadata key.
+        reason: String,
+    },
+
     /// A tensor in a checkpoint has a dtype this crate cannot load.
     #[error("tensor `{name}` in {path}: unsupported dtype {dtype} (expected F32, F16, BF16 or F64)")]
     UnsupportedDtype {

@@ -42,12 +42,14 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod fs;
+pub mod gguf;
 pub mod io;
 pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod moe;
 pub mod nn;
+pub mod quant;
 
 pub use error::{MoeError, Result};
 

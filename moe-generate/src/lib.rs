@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod generate;
+mod gguf_tokenizer;
 pub mod sampling;
 pub mod text;
 pub mod tokenizer;

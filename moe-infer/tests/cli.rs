@@ -309,3 +309,56 @@ fn ragged_prompts_batch_like_single_prompts() {
         assert_eq!(together[i], run(&[p])[0], "prompt {p}");
     }
 }
+
+/// GGUF end to end: a Hub folder with its tokenizer quantized to a GGUF file, which then
+/// generates from a text prompt with no other file (its tokenizer inside) and inspects; greedy
+/// tokens equal those of the model the file was loaded as in the library; damaged files and
+/// types this version cannot write are errors.
+#[test]
+fn quantize_to_gguf_then_generate_from_the_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    std::fs::create_dir(&hub).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-mixtral").join(f), hub.join(f)).unwrap();
+    }
+    std::fs::copy(fixture("tokenizer").join("tokenizer.json"), hub.join("tokenizer.json")).unwrap();
+    let gguf = dir.path().join("tiny-q4_0.gguf");
+    let gguf = gguf.to_str().unwrap();
+    let out = moe_infer(&["quantize", hub.to_str().unwrap(), gguf, "--type", "q4_0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MiB"));
+    let size = std::fs::metadata(gguf).unwrap().len();
+    let f32_size = std::fs::metadata(hub.join("model.safetensors")).unwrap().len();
+    assert!(size * 5 < f32_size, "q4_0 file {size} bytes vs f32 {f32_size}");
+
+    let args =
+        ["generate", "--model", gguf, "--prompt", "Return a new list", "-n", "6", "--temperature", "0", "--json"];
+    let got = json(&moe_infer(&args));
+    let ids = got["token_ids"].as_array().unwrap();
+    assert_eq!(ids[0].as_u64(), Some(1), "BOS first");
+    assert!(ids.len() > 6 && got["text"].as_str().is_some(), "{got}");
+    let with_hub_tokenizer = {
+        let tok = tokenizer_file();
+        let mut a = args.to_vec();
+        a.extend(["--tokenizer", tok.as_str()]);
+        json(&moe_infer(&a))
+    };
+    assert_eq!(with_hub_tokenizer["token_ids"], got["token_ids"], "the file's tokenizer is the folder's");
+
+    let info = json(&moe_infer(&["inspect", "--model", gguf, "--json"]));
+    assert_eq!(info["config"]["n_experts"], 4);
+
+    let broken = dir.path().join("broken.gguf");
+    let bytes = std::fs::read(gguf).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    for (args, needle) in [
+        (vec!["generate", "--model", broken.to_str().unwrap(), "--prompt-ids", "1"], "truncated"),
+        (vec!["quantize", hub.to_str().unwrap(), "x.gguf", "--type", "q4_k"], "this version writes"),
+        (vec!["quantize", hub.to_str().unwrap(), "x.gguf", "--type", "q9"], "unknown type"),
+    ] {
+        let out = moe_infer(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(needle) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -85,6 +85,30 @@ fn invalid_config_value_names_the_field() {
     }
 }
 
+/// Absurd sizes are errors before anything is allocated for them, and an enormous context costs
+/// nothing until it is used (RoPE rows are built for the positions run).
+#[test]
+fn absurd_config_values_are_errors_not_aborts() {
+    let dir = copy_of_tiny();
+    let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    for (from, to, says) in [
+        ("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1000000000000", "no model is that large"),
+        ("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 200000", "holds at most"),
+        ("\"intermediate_size\": 128", "\"intermediate_size\": 10000000", "holds at most"),
+        ("\"vocab_size\": 512", "\"vocab_size\": 18446744073709551615", "no model is that large"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        std::fs::write(dir.path().join("config.json"), text.replace(from, to)).unwrap();
+        let err = load_err(dir.path()).to_string();
+        assert!(err.contains(says), "{to}: {err}");
+    }
+    let huge = text.replace("\"max_position_embeddings\": 256", "\"max_position_embeddings\": 1000000000000");
+    std::fs::write(dir.path().join("config.json"), huge).unwrap();
+    let model = load_hub_checkpoint::<Cpu>(dir.path(), &Default::default()).unwrap();
+    let ids = burn::tensor::Tensor::<Cpu, 2, burn::tensor::Int>::from_ints([[1, 2, 3]], &Default::default());
+    assert_eq!(model.forward(ids).logits.dims(), [1, 3, 512]);
+}
+
 #[test]
 fn truncated_safetensors() {
     let dir = copy_of_tiny();

@@ -6,6 +6,7 @@ mod common;
 mod cuda;
 mod equivalence;
 mod examples;
+mod gguf;
 mod gradients;
 mod import_errors;
 mod infer;

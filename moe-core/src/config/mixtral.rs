@@ -175,6 +175,25 @@ impl MixtralConfig {
         if !(self.router_aux_loss_coef.is_finite() && self.router_aux_loss_coef >= 0.0) {
             return Err(MoeError::config("router_aux_loss_coef", "must be a non-negative number"));
         }
+        // Shapes whose parameter count does not even fit in 64 bits, or exceeds any model
+        // ever trained, are typos or hostile files: refuse them before anything is sized by them.
+        match self.checked_num_params() {
+            Some(n) if n <= Self::MAX_PARAMS => {}
+            _ => {
+                return Err(MoeError::config(
+                    "num_hidden_layers",
+                    format!(
+                        "with hidden_size {}, intermediate_size {}, vocab_size {} and {} experts describes more than \
+                         {} parameters (no model is that large; check the sizes)",
+                        self.d_model,
+                        self.d_ff,
+                        self.vocab_size,
+                        self.n_experts,
+                        Self::MAX_PARAMS
+                    ),
+                ))
+            }
+        }
         let ids = self
             .bos_token_id
             .iter()
@@ -187,6 +206,31 @@ impl MixtralConfig {
             }
         }
         Ok(())
+    }
+
+    /// Configs describing more parameters than this (100 trillion) are refused by
+    /// [`Self::validate`].
+    pub const MAX_PARAMS: u64 = 100_000_000_000_000;
+
+    /// [`Self::num_params`] in checked arithmetic: `None` when it overflows `u64`.
+    pub fn checked_num_params(&self) -> Option<u64> {
+        let [v, d, f, l, h, g, dh, e] = [
+            self.vocab_size,
+            self.d_model,
+            self.d_ff,
+            self.n_layers,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim,
+            self.n_experts,
+        ]
+        .map(|x| x as u64);
+        let mul = |a: u64, b: u64| a.checked_mul(b);
+        let attention = mul(mul(2, d)?, mul(h, dh)?.checked_add(mul(g, dh)?)?)?;
+        let experts = mul(mul(e, 3)?, mul(d, f)?)?;
+        let per_layer = attention.checked_add(experts)?.checked_add(mul(e, d)?)?.checked_add(mul(2, d)?)?;
+        let heads = if self.tie_word_embeddings { 1 } else { 2 };
+        mul(heads, mul(v, d)?)?.checked_add(d)?.checked_add(mul(l, per_layer)?)
     }
 
     /// Bytes of all weights stored at `bytes_per_param` bytes each.
@@ -262,5 +306,14 @@ mod tests {
         c.top_k = 5;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("num_experts_per_tok"), "{err}");
+
+        for absurd in [|c: &mut MixtralConfig| c.n_layers = 1 << 40, |c: &mut MixtralConfig| c.d_ff = usize::MAX / 2] {
+            let mut c = MixtralConfig::tiny();
+            absurd(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("no model is that large"), "{err}");
+        }
+        let c = MixtralConfig::mixtral_8x22b();
+        assert_eq!(c.checked_num_params(), Some(c.num_params() as u64));
     }
 }

@@ -28,6 +28,7 @@ use burn::tensor::Tensor;
 
 use crate::config::MixtralConfig;
 use crate::model::Mixtral;
+use crate::nn::Projection;
 
 /// One of the attention projections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -311,6 +312,31 @@ impl<B: Backend> Mixtral<B> {
     /// [`Self::hub_param`], mutably (to replace a parameter while loading).
     pub fn hub_param_mut(&mut self, param: HubParam) -> Option<ParamMut<'_, B>> {
         select_param!(self, param, ParamMut, &mut)
+    }
+
+    /// The projection whose weight `param` is (attention, expert, LM head); `None` for other
+    /// parameters and for layers or experts the model does not have.
+    pub fn projection_mut(&mut self, param: HubParam) -> Option<&mut Projection<B>> {
+        match param {
+            HubParam::Attention(n, p) => {
+                let attn = &mut self.layers.get_mut(n)?.self_attn;
+                Some(match p {
+                    AttentionProj::Q => &mut attn.q_proj,
+                    AttentionProj::K => &mut attn.k_proj,
+                    AttentionProj::V => &mut attn.v_proj,
+                    AttentionProj::O => &mut attn.o_proj,
+                })
+            }
+            HubParam::Expert(n, x, p) => {
+                let ffn = self.layers.get_mut(n)?.block_sparse_moe.experts.ffns.get_mut(x)?;
+                Some(match p {
+                    ExpertProj::GateUp => &mut ffn.gate_up,
+                    ExpertProj::Down => &mut ffn.down,
+                })
+            }
+            HubParam::LmHead => self.lm_head.as_mut(),
+            _ => None,
+        }
     }
 }
 

@@ -37,7 +37,9 @@ struct ShardIndex {
 
 /// A tensor's shape and its values decoded to f32, row-major.
 pub struct HostTensor {
+    /// Outermost dimension first.
     pub shape: Vec<usize>,
+    /// Row-major.
     pub values: Vec<f32>,
 }
 
@@ -125,6 +127,25 @@ impl HubWeights {
             }
         };
         Ok(Some(HostTensor { shape: info.shape.clone(), values }))
+    }
+}
+
+impl super::CheckpointTensors for HubWeights {
+    fn location(&self) -> &Path {
+        &self.dir
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.locations.keys().cloned().collect()
+    }
+
+    /// Safetensors stores at least 16 bits per parameter (F8 is not read).
+    fn max_params(&self) -> u64 {
+        self.shards.iter().map(|s| (s.mmap.len() - s.data_start) as u64 / 2).sum()
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Option<HostTensor>> {
+        HubWeights::read_f32(self, name)
     }
 }
 

@@ -7,10 +7,11 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::hub_keys::{transpose, HubLayout, HubParam, ParamMut};
 use super::hub_weights::HostTensor;
-use super::HubWeights;
+use super::{CheckpointTensors, HubWeights};
 use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
 use crate::model::Mixtral;
+use crate::nn::Projection;
 
 /// Loads a Hub-layout Mixtral folder (`config.json` + safetensors) onto `device`.
 ///
@@ -28,17 +29,31 @@ pub fn load_hub_checkpoint<B: Backend>(dir: impl AsRef<Path>, device: &B::Device
     load_hub_weights(&config, &weights, device)
 }
 
-/// Builds a model of shape `config` from already-opened checkpoint tensors.
+/// Builds a model of shape `config` from already-opened checkpoint tensors (a Hub folder's
+/// [`HubWeights`], a GGUF file's [`crate::gguf::GgufWeights`]).
 ///
 /// Which checkpoint key is which parameter, and how it is laid out, is the table of
 /// [`super::hub_keys`]. Tolerated extras: `*.rotary_emb.inv_freq` (a buffer older checkpoints
 /// saved; RoPE is recomputed from the config) and `lm_head.weight` when the embeddings are tied.
+/// A config that describes more parameters than the checkpoint's data could hold is refused
+/// before the model is built (an absurd `num_hidden_layers` would otherwise allocate for it).
 pub fn load_hub_weights<B: Backend>(
     config: &MixtralConfig,
-    weights: &HubWeights,
+    weights: &impl CheckpointTensors,
     device: &B::Device,
 ) -> Result<Mixtral<B>> {
     config.validate()?;
+    let (needed, held) = (config.checked_num_params().unwrap_or(u64::MAX), weights.max_params());
+    if needed > held {
+        return Err(MoeError::CheckpointMismatch {
+            dir: weights.location().to_path_buf(),
+            problems: vec![format!(
+                "the config describes {needed} parameters ({} layers, hidden size {}, intermediate size {}, {} experts), \
+                 but the checkpoint's data holds at most {held}: check num_hidden_layers and the sizes",
+                config.n_layers, config.d_model, config.d_ff, config.n_experts
+            )],
+        });
+    }
     // Parameters start lazily initialised, so replacing them never materialises random weights.
     let mut model = config.init::<B>(device);
     let mut l = Loader { weights, used: HashSet::new(), problems: Vec::new() };
@@ -46,6 +61,13 @@ pub fn load_hub_weights<B: Backend>(
         l.used.insert(HubParam::LmHead.key(0));
     }
     for param in HubParam::all(config) {
+        if let Some(matrix) = weights.quantized(param, config) {
+            if let Some(projection) = model.projection_mut(param) {
+                *projection = Projection::quantized(matrix, device);
+                l.used.extend(param.keys());
+                continue;
+            }
+        }
         let Some(values) = l.read_param(param, config) else {
             continue;
         };
@@ -58,25 +80,25 @@ pub fn load_hub_weights<B: Backend>(
     }
 
     for name in weights.names() {
-        if !l.used.contains(name) && !name.ends_with("rotary_emb.inv_freq") {
+        if !l.used.contains(&name) && !name.ends_with("rotary_emb.inv_freq") {
             l.problems.push(format!("unused tensor `{name}` (not part of this model config)"));
         }
     }
     if l.problems.is_empty() {
         Ok(model)
     } else {
-        Err(MoeError::CheckpointMismatch { dir: weights.dir().to_path_buf(), problems: l.problems })
+        Err(MoeError::CheckpointMismatch { dir: weights.location().to_path_buf(), problems: l.problems })
     }
 }
 
 /// Reads tensors, recording every problem instead of stopping at the first.
-struct Loader<'a> {
-    weights: &'a HubWeights,
+struct Loader<'a, W> {
+    weights: &'a W,
     used: HashSet<String>,
     problems: Vec<String>,
 }
 
-impl Loader<'_> {
+impl<W: CheckpointTensors> Loader<'_, W> {
     fn read(&mut self, name: &str, expected: &[usize]) -> Option<HostTensor> {
         self.used.insert(name.to_string());
         match self.weights.read_f32(name) {

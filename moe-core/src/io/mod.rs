@@ -21,12 +21,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod checkpoint_tensors;
 mod export;
 pub mod hub_keys;
 mod hub_weights;
 mod import;
 
+pub use checkpoint_tensors::CheckpointTensors;
 pub use export::{save_hub_checkpoint, WeightDtype};
 pub use hub_keys::HubParam;
-pub use hub_weights::HubWeights;
+pub use hub_weights::{HostTensor, HubWeights};
 pub use import::{load_hub_checkpoint, load_hub_weights};

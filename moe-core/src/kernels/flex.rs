@@ -10,11 +10,13 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use half::{bf16, f16};
 
 use super::blocked::blocked_matmul;
+use super::quantized::quantized_matmul;
 use super::rope::rope as rope_rows;
 use super::skinny::skinny_matmul;
 use super::swiglu::swiglu as swiglu_rows;
 use super::weights::Weights;
 use super::{RopePositions, BLOCKED_ROWS, SKINNY_ROWS};
+use crate::quant::QuantMatrix;
 
 /// `x @ w` by this crate's kernels when `B` is burn-flex, `x` has at most [`BLOCKED_ROWS`] rows
 /// and `w` is a contiguous f32/f16/bf16 matrix `[1, ..., 1, K, N]`; otherwise the inputs back.
@@ -76,18 +78,18 @@ pub(super) fn rope<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
-    positions: &RopePositions<B>,
+    positions: RopePositions,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
     let [b, s, heads, dh] = x.dims();
     let xp = x.into_primitive();
     if !matches!(&xp, TensorPrimitive::Float(p) if as_flex::<B>(p).is_some()) {
         return Err(Tensor::from_primitive(xp));
     }
-    let at: Vec<usize> = match positions {
-        RopePositions::Start(start) => (0..b * s).map(|r| start + r % s).collect(),
-        RopePositions::Each(p) => p.to_data().iter::<i64>().map(|v| usize::try_from(v).unwrap_or(usize::MAX)).collect(),
+    let rows = match positions {
+        RopePositions::Shared => s,
+        RopePositions::PerRow => b * s,
     };
-    if at.iter().any(|&p| p >= cos.dims()[0]) {
+    if cos.dims() != [rows, dh] || sin.dims() != [rows, dh] {
         return Err(Tensor::from_primitive(xp));
     }
     let (cp, sp) = (cos.clone().into_primitive().tensor(), sin.clone().into_primitive().tensor());
@@ -102,7 +104,7 @@ pub(super) fn rope<B: Backend>(
                 &xc
             };
             let shape = [b, s, heads, dh];
-            let position = |r: usize| at[r];
+            let position = |r: usize| r % rows;
             let data = match xf.dtype() {
                 DType::F32 => {
                     TensorData::new(rope_rows(xf.as_slice::<f32>()?, heads, dh, c, sn, position, |v| v, |v| v), shape)
@@ -203,6 +205,59 @@ fn as_flex<B: Backend>(p: &B::FloatTensorPrimitive) -> Option<&FlexTensor> {
 fn from_flex<B: Backend>(t: FlexTensor) -> Option<B::FloatTensorPrimitive> {
     let mut slot = Some(t);
     (&mut slot as &mut dyn Any).downcast_mut::<Option<B::FloatTensorPrimitive>>()?.take()
+}
+
+/// `x @ Wᵀ` with `W` in quantized blocks ([`quantized_matmul`] per part, the parts' outputs side
+/// by side), in `x`'s dtype, when `B` is burn-flex; otherwise `x` back.
+pub(super) fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    let [m, _] = x.dims();
+    let xp = x.into_primitive();
+    let out = match &xp {
+        TensorPrimitive::Float(p) => as_flex::<B>(p).and_then(|xf| {
+            let (rows, dtype) = f32_rows(xf)?;
+            let n = w.rows();
+            let mut out = vec![0.0f32; m * n];
+            let mut col = 0;
+            for part in w.parts() {
+                let values = quantized_matmul(&rows, part, m);
+                for (o, v) in out.chunks_exact_mut(n).zip(values.chunks_exact(part.rows)) {
+                    o[col..col + part.rows].copy_from_slice(v);
+                }
+                col += part.rows;
+            }
+            from_flex::<B>(FlexTensor::from_data(in_dtype(out, [m, n], dtype)))
+        }),
+        _ => None,
+    };
+    match out {
+        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
+        None => Err(Tensor::from_primitive(xp)),
+    }
+}
+
+/// A flex tensor's values as contiguous f32, and its dtype.
+fn f32_rows(x: &FlexTensor) -> Option<(std::borrow::Cow<'_, [f32]>, DType)> {
+    use std::borrow::Cow;
+    if x.is_contiguous() && x.dtype() == DType::F32 {
+        return Some((Cow::Borrowed(x.as_slice::<f32>()?), DType::F32));
+    }
+    let x = x.to_contiguous();
+    let rows: Vec<f32> = match x.dtype() {
+        DType::F32 => x.as_slice::<f32>()?.to_vec(),
+        DType::F16 => x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect(),
+        DType::BF16 => x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect(),
+        _ => return None,
+    };
+    Some((Cow::Owned(rows), x.dtype()))
+}
+
+/// f32 results as tensor data of `dtype`.
+fn in_dtype(out: Vec<f32>, shape: [usize; 2], dtype: DType) -> TensorData {
+    match dtype {
+        DType::F16 => TensorData::new(out.into_iter().map(f16::from_f32).collect::<Vec<_>>(), shape),
+        DType::BF16 => TensorData::new(out.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape),
+        _ => TensorData::new(out, shape),
+    }
 }
 
 /// The product in `x`'s dtype, or `None` where the kernel does not apply (a strided weight

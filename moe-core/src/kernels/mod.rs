@@ -11,6 +11,7 @@
 mod blocked;
 #[cfg(feature = "flex")]
 mod flex;
+mod quantized;
 mod rope;
 mod skinny;
 mod swiglu;
@@ -21,9 +22,12 @@ mod weights;
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
+
+use crate::quant::QuantMatrix;
 
 pub use blocked::blocked_matmul;
+pub use quantized::quantized_matmul;
 pub use rope::rope as rope_rows;
 pub use skinny::skinny_matmul;
 pub use swiglu::swiglu as swiglu_rows;
@@ -88,24 +92,26 @@ pub fn write_along<B: Backend, const D: usize>(
     *buffer = full.slice_assign(ranges, value);
 }
 
-/// Where the rows of a [`rope`] input sit in the tables.
-pub enum RopePositions<B: Backend> {
-    /// Every sequence at positions `start..start + S`.
-    Start(usize),
-    /// Each sequence at its own positions, `[B, S]`.
-    Each(Tensor<B, 2, Int>),
+/// Which table row each row of a [`rope`] input takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopePositions {
+    /// `[S, Dh]` tables shared by every sequence: row `s` of each sequence takes table row `s`.
+    Shared,
+    /// `[B*S, Dh]` tables, one row per token (sequences at positions of their own).
+    PerRow,
 }
 
 /// Rotary position embedding by [`rope_rows`] on burn-flex without autodiff; `Err(x)` (for the
-/// caller's Burn ops) elsewhere, and where a position is outside the tables.
+/// caller's Burn ops) elsewhere.
 ///
 /// # Shapes
-/// - `x`: `[B, S, N, Dh]`, `cos`/`sin`: `[P, Dh]` f32 -> `[B, S, N, Dh]`
+/// - `x`: `[B, S, N, Dh]`, `cos`/`sin`: `[S, Dh]` ([`RopePositions::Shared`]) or `[B*S, Dh]`
+///   ([`RopePositions::PerRow`]) f32 -> `[B, S, N, Dh]`
 pub fn rope<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
-    positions: &RopePositions<B>,
+    positions: RopePositions,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
     #[cfg(feature = "flex")]
     return flex::rope(x, cos, sin, positions);
@@ -130,6 +136,22 @@ pub fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Tensor<B, N> {
         Err(h) => h,
     };
     silu(h.clone().narrow(N - 1, 0, f)) * h.narrow(N - 1, f, f)
+}
+
+/// `x @ Wᵀ` with `W` a matrix of quantized rows (`[N, K]`), read in its blocks, on burn-flex
+/// without autodiff; `Err(x)` elsewhere (the caller then multiplies with the dequantized
+/// weight).
+///
+/// # Shapes
+/// - `x`: `[M, K]` -> `[M, N]`
+pub fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    #[cfg(feature = "flex")]
+    return flex::quantized_linear(x, w);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = w;
+        Err(x)
+    }
 }
 
 /// A bias-free or biased [`Linear`] layer through [`matmul_weight`].

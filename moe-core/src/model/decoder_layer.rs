@@ -4,7 +4,7 @@ use burn::tensor::{Bool, Int, Tensor};
 
 use crate::config::MixtralConfig;
 use crate::moe::{SparseMoe, SparseMoeConfig};
-use crate::nn::{Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RotaryEmbedding};
+use crate::nn::{Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RopeTable};
 
 /// One pre-norm Mixtral decoder layer: `x + attn(norm(x))`, then `h + moe(norm(h))`.
 #[derive(Module, Debug)]
@@ -47,12 +47,7 @@ impl<B: Backend> DecoderLayer<B> {
 
     /// # Shapes
     /// - `x`: `[B, S, D]`, `mask`: `[S, S]` -> `hidden` `[B, S, D]`
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RotaryEmbedding<B>,
-        mask: Tensor<B, 2, Bool>,
-    ) -> DecoderLayerOutput<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &RopeTable<B>, mask: Tensor<B, 2, Bool>) -> DecoderLayerOutput<B> {
         let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask);
         self.feed_forward(x + attn)
     }
@@ -65,7 +60,7 @@ impl<B: Backend> DecoderLayer<B> {
     pub fn forward_cached(
         &self,
         x: Tensor<B, 3>,
-        rope: &RotaryEmbedding<B>,
+        rope: &RopeTable<B>,
         cache: &mut LayerKvCache<B>,
         step: &CacheStep<B>,
     ) -> DecoderLayerOutput<B> {

@@ -1,13 +1,13 @@
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use super::{DecoderLayer, DecoderLayerOutput};
 use crate::config::MixtralConfig;
 use crate::error::Result;
-use crate::kernels::{linear, matmul_weight};
-use crate::nn::{attention_mask, KvCache, RmsNorm, RmsNormConfig, RotaryEmbedding, RotaryEmbeddingConfig};
+use crate::kernels::matmul_weight;
+use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, RotaryEmbedding};
 
 /// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
 ///
@@ -22,9 +22,10 @@ pub struct Mixtral<B: Backend> {
     /// Final RMSNorm.
     pub norm: RmsNorm<B>,
     /// `[D, V]`; `None` when the output projection is tied to `embed_tokens`.
-    pub lm_head: Option<Linear<B>>,
-    /// RoPE tables shared by all layers.
-    pub rope: RotaryEmbedding<B>,
+    pub lm_head: Option<Projection<B>>,
+    /// RoPE frequencies; each forward pass builds the rows of its positions once, for all layers.
+    #[module(skip)]
+    pub rope: RotaryEmbedding,
     /// The shape this model was built with (kept for export and inference).
     #[module(skip)]
     pub config: MixtralConfig,
@@ -49,8 +50,8 @@ impl MixtralConfig {
             layers: (0..self.n_layers).map(|_| DecoderLayer::init(self, device)).collect(),
             norm: RmsNormConfig::new(self.d_model).with_epsilon(self.rms_norm_eps).init(device),
             lm_head: (!self.tie_word_embeddings)
-                .then(|| LinearConfig::new(self.d_model, self.vocab_size).with_bias(false).init(device)),
-            rope: RotaryEmbeddingConfig::new(self.head_dim, self.max_seq_len).with_theta(self.rope_theta).init(device),
+                .then(|| LinearConfig::new(self.d_model, self.vocab_size).with_bias(false).init(device).into()),
+            rope: RotaryEmbedding::new(self.head_dim, self.rope_theta),
             config: self.clone(),
         }
     }
@@ -63,11 +64,13 @@ impl<B: Backend> Mixtral<B> {
     /// - `input_ids`: `[B, S]` -> `logits` `[B, S, V]`
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> MixtralOutput<B> {
         let [_, s] = input_ids.dims();
-        let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &input_ids.device());
+        let device = input_ids.device();
+        let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &device);
+        let rope = self.rope.range(0, s, &device);
         let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
         let mut routing = Routing::new(self.layers.len());
         for layer in &self.layers {
-            x = routing.record(layer.forward(x, &self.rope, mask.clone()));
+            x = routing.record(layer.forward(x, &rope, mask.clone()));
         }
         routing.output(self.lm_logits(x))
     }
@@ -98,8 +101,8 @@ impl<B: Backend> Mixtral<B> {
     /// function as [`Self::forward`] on the whole sequence. Batches of prompts of different
     /// lengths run left-padded: see [`KvCache::with_left_padding`].
     ///
-    /// Panics if the cache or the RoPE table has no room for the new positions; callers size
-    /// the cache from the prompt and the number of tokens to generate.
+    /// Panics if the cache has no room for the new positions or they run past the config's
+    /// `max_seq_len`; callers size the cache from the prompt and the number of tokens to generate.
     ///
     /// # Shapes
     /// - `input_ids`: `[B, S]` -> `logits` `[B, S, V]`
@@ -127,17 +130,22 @@ impl<B: Backend> Mixtral<B> {
         let [_, s] = input_ids.dims();
         let start = cache.len();
         assert!(
-            start + s <= cache.capacity() && start + s <= self.rope.max_seq_len(),
+            start + s <= cache.capacity() && start + s <= self.config.max_seq_len,
             "{} positions do not fit the KV cache ({}) or the context ({})",
             start + s,
             cache.capacity(),
-            self.rope.max_seq_len()
+            self.config.max_seq_len
         );
-        let step = cache.step(s, self.config.sliding_window, &input_ids.device());
+        let device = input_ids.device();
+        let step = cache.step(s, self.config.sliding_window, &device);
+        let rope = match &step.positions {
+            Some(positions) => self.rope.rows(positions, &device),
+            None => self.rope.range(step.start, s, &device),
+        };
         let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
         let mut routing = Routing::new(self.layers.len());
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = routing.record(layer.forward_cached(x, &self.rope, layer_cache, &step));
+            x = routing.record(layer.forward_cached(x, &rope, layer_cache, &step));
         }
         cache.advance(s);
         (x, routing)
@@ -150,7 +158,7 @@ impl<B: Backend> Mixtral<B> {
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         let hidden = self.norm.forward(hidden);
         match &self.lm_head {
-            Some(head) => linear(head, hidden),
+            Some(head) => head.forward(hidden),
             None => {
                 let [b, s, d] = hidden.dims();
                 let weight = self.embed_tokens.weight.val().transpose(); // [D, V], a strided view

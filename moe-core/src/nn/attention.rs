@@ -1,12 +1,11 @@
 use super::functional::softmax;
-use crate::kernels::linear;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, FloatDType, Tensor};
 
-use super::{CacheStep, LayerKvCache, RotaryEmbedding};
+use super::{CacheStep, LayerKvCache, Projection, RopeTable};
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -24,7 +23,7 @@ pub struct AttentionConfig {
 impl AttentionConfig {
     /// Attention with freshly initialised projections.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
-        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device);
+        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device).into();
         let q_dim = self.n_heads * self.head_dim;
         let kv_dim = self.n_kv_heads * self.head_dim;
         Attention {
@@ -43,13 +42,13 @@ impl AttentionConfig {
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// `[D, H*Dh]`
-    pub q_proj: Linear<B>,
+    pub q_proj: Projection<B>,
     /// `[D, G*Dh]`
-    pub k_proj: Linear<B>,
+    pub k_proj: Projection<B>,
     /// `[D, G*Dh]`
-    pub v_proj: Linear<B>,
+    pub v_proj: Projection<B>,
     /// `[H*Dh, D]`
-    pub o_proj: Linear<B>,
+    pub o_proj: Projection<B>,
     /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads `G`.
@@ -59,16 +58,16 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    /// Causal self-attention of a whole sequence (positions `0..S`).
+    /// Causal self-attention of a whole sequence (positions `0..S`, `rope`'s).
     ///
     /// # Shapes
     /// - `x`: `[B, S, D]`
     /// - `mask`: `[S, S]`, `true` = masked (see [`crate::nn::attention_mask`])
     /// - returns `[B, S, D]`
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &RotaryEmbedding<B>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &RopeTable<B>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (q, k, v) = self.project(x);
-        let (q, k) = (rope.apply(q, 0), rope.apply(k, 0));
+        let (q, k) = (rope.apply(q), rope.apply(k));
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // heads first
         let out = self.attend(q, k, v, mask.unsqueeze::<3>());
         self.merge_heads(out, b, s)
@@ -77,23 +76,21 @@ impl<B: Backend> Attention<B> {
     /// Attention of `S` new positions over themselves and the positions already in `cache`:
     /// their keys and values are appended to the cache, and `step` (from
     /// [`KvCache::step`](super::KvCache::step), shared by every layer) says where they sit,
-    /// which cached positions they read and what is masked.
+    /// which cached positions they read and what is masked; `rope` holds the new positions'
+    /// rotations.
     ///
     /// # Shapes
     /// - `x`: `[B, S, D]` -> `[B, S, D]`
     pub fn forward_cached(
         &self,
         x: Tensor<B, 3>,
-        rope: &RotaryEmbedding<B>,
+        rope: &RopeTable<B>,
         cache: &mut LayerKvCache<B>,
         step: &CacheStep<B>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (q, k, v) = self.project(x);
-        let (q, k) = match &step.positions {
-            Some(positions) => (rope.apply_at(q, positions.clone()), rope.apply_at(k, positions.clone())),
-            None => (rope.apply(q, step.start), rope.apply(k, step.start)),
-        };
+        let (q, k) = (rope.apply(q), rope.apply(k));
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // heads first
         let (k, v) = cache.append(k, v, step.start, step.lo);
         let out = self.attend(q, k, v, step.mask.clone());
@@ -107,9 +104,9 @@ impl<B: Backend> Attention<B> {
     fn project(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, g, dh) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = linear(&self.q_proj, x.clone()).reshape([b, s, h, dh]);
-        let k = linear(&self.k_proj, x.clone()).reshape([b, s, g, dh]);
-        let v = linear(&self.v_proj, x).reshape([b, s, g, dh]);
+        let q = self.q_proj.forward(x.clone()).reshape([b, s, h, dh]);
+        let k = self.k_proj.forward(x.clone()).reshape([b, s, g, dh]);
+        let v = self.v_proj.forward(x).reshape([b, s, g, dh]);
         (q, k, v)
     }
 
@@ -143,6 +140,6 @@ impl<B: Backend> Attention<B> {
     /// - `out`: `[B, H, S, Dh]` -> `[B, S, D]`
     fn merge_heads(&self, out: Tensor<B, 4>, b: usize, s: usize) -> Tensor<B, 3> {
         let out = out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]);
-        linear(&self.o_proj, out)
+        self.o_proj.forward(out)
     }
 }

@@ -1,5 +1,5 @@
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::attention_mask;
 use crate::kernels::write_along;
@@ -64,9 +64,9 @@ pub struct CacheStep<B: Backend> {
     pub lo: usize,
     /// `[B or 1, S, start + S - lo]`, `true` = masked: causal, sliding window, padding keys.
     pub mask: Tensor<B, 3, Bool>,
-    /// `[B, S]` RoPE positions of left-padded sequences (cache index minus padding);
-    /// `None` when every sequence is at `start..start + S`.
-    pub positions: Option<Tensor<B, 2, Int>>,
+    /// RoPE positions of left-padded sequences (cache index minus padding), `[B*S]`
+    /// batch-major; `None` when every sequence is at `start..start + S`.
+    pub positions: Option<Vec<usize>>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -115,7 +115,7 @@ impl<B: Backend> KvCache<B> {
         let mut positions = Vec::with_capacity(b * s);
         for &pad in &self.left_padding {
             for q in start..start + s {
-                positions.push(q.saturating_sub(pad) as i64);
+                positions.push(q.saturating_sub(pad));
                 for k in lo..start + s {
                     let future = k > q;
                     let outside_window = sliding_window.is_some_and(|w| k + w <= q);
@@ -127,7 +127,7 @@ impl<B: Backend> KvCache<B> {
             start,
             lo,
             mask: Tensor::from_data(TensorData::new(mask, [b, s, s_k]), device),
-            positions: Some(Tensor::from_data(TensorData::new(positions, [b, s]), device)),
+            positions: Some(positions),
         }
     }
 

@@ -1,9 +1,11 @@
-//! Dense building blocks of the decoder: normalisation, rotary embeddings, attention, SwiGLU.
+//! Dense building blocks of the decoder: normalisation, rotary embeddings, attention, SwiGLU,
+//! and the projection they are made of (whose weight may stay quantized).
 
 mod attention;
 pub mod functional;
 mod kv_cache;
 mod mask;
+mod projection;
 mod rms_norm;
 mod rope;
 mod swiglu;
@@ -12,6 +14,7 @@ pub use attention::{Attention, AttentionConfig};
 pub use functional::{log_softmax, logsumexp, positive_reciprocal, softmax};
 pub use kv_cache::{CacheStep, KvCache, LayerKvCache};
 pub use mask::attention_mask;
+pub use projection::Projection;
 pub use rms_norm::{RmsNorm, RmsNormConfig};
-pub use rope::{RotaryEmbedding, RotaryEmbeddingConfig};
+pub use rope::{RopeTable, RotaryEmbedding};
 pub use swiglu::{SwiGlu, SwiGluConfig};

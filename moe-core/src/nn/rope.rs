@@ -1,65 +1,82 @@
-use burn::config::Config;
-use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::kernels::{rope, RopePositions};
 
-/// Configuration of [`RotaryEmbedding`].
-#[derive(Config, Debug)]
-pub struct RotaryEmbeddingConfig {
-    /// Size of each head; the rotation pairs dimension `i` with `i + head_dim/2`.
-    pub head_dim: usize,
-    /// Positions in the precomputed table.
-    pub max_seq_len: usize,
-    /// Base frequency.
-    #[config(default = 10000.0)]
-    pub theta: f64,
+/// Rotary position embedding in HF's rotate-half convention.
+///
+/// `burn::nn::RotaryEncoding` rotates interleaved pairs `(x[2i], x[2i+1])`; HF checkpoints order
+/// the q/k projection rows for rotate-half, so that module would compute a different function.
+///
+/// No table is kept for the model's whole context: each forward pass builds the cos/sin rows
+/// of the positions it runs ([`Self::range`], [`Self::rows`]) and every layer shares them. A
+/// config's `max_position_embeddings` then costs nothing up front (a table for Mixtral 8x22B's
+/// 65536 positions was 64 MiB; an absurd value in a `config.json` was an abort).
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    head_dim: usize,
+    /// `1 / theta^(2i / Dh)` for `i < Dh/2`, in f32 as HF computes it.
+    inv_freq: Vec<f32>,
 }
 
-impl RotaryEmbeddingConfig {
-    /// Precomputes the cos/sin tables.
-    ///
-    /// They are computed on the host in f32 with HF's formula (`inv_freq = 1 / theta^(2i/Dh)` in
-    /// f32, then `pos * inv_freq` in f32) so that positions round exactly as in transformers.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> RotaryEmbedding<B> {
-        let half = self.head_dim / 2;
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| 1.0 / (self.theta as f32).powf((2 * i) as f32 / self.head_dim as f32)).collect();
-        let mut cos = Vec::with_capacity(self.max_seq_len * self.head_dim);
-        let mut sin = Vec::with_capacity(self.max_seq_len * self.head_dim);
-        for pos in 0..self.max_seq_len {
-            // `emb = cat(freqs, freqs)`: both halves of a head share the frequencies.
+/// The cos/sin rows of the positions one forward pass runs; see [`RotaryEmbedding`].
+#[derive(Debug, Clone)]
+pub struct RopeTable<B: Backend> {
+    /// `[S, Dh]` (shared by every sequence) or `[B*S, Dh]` (one row per token).
+    pub cos: Tensor<B, 2>,
+    /// The same shape as `cos`.
+    pub sin: Tensor<B, 2>,
+    positions: RopePositions,
+}
+
+impl RotaryEmbedding {
+    /// Rotary embedding of heads of size `head_dim` (even) with base frequency `theta`.
+    pub fn new(head_dim: usize, theta: f64) -> Self {
+        let inv_freq = (0..head_dim / 2).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
+        Self { head_dim, inv_freq }
+    }
+
+    /// Tables for every sequence at positions `start..start + len`.
+    pub fn range<B: Backend>(&self, start: usize, len: usize, device: &B::Device) -> RopeTable<B> {
+        self.table(start..start + len, RopePositions::Shared, device)
+    }
+
+    /// Tables with one row per token, at `positions` (`[B*S]`, batch-major): left-padded
+    /// sequences, each at positions of its own.
+    pub fn rows<B: Backend>(&self, positions: &[usize], device: &B::Device) -> RopeTable<B> {
+        self.table(positions.iter().copied(), RopePositions::PerRow, device)
+    }
+
+    /// Computed on the host in f32 with HF's formula (`pos * inv_freq` in f32, `emb =
+    /// cat(freqs, freqs)`), so positions round exactly as in transformers.
+    fn table<B: Backend>(
+        &self,
+        positions: impl ExactSizeIterator<Item = usize>,
+        kind: RopePositions,
+        device: &B::Device,
+    ) -> RopeTable<B> {
+        let rows = positions.len();
+        let (mut cos, mut sin) = (Vec::with_capacity(rows * self.head_dim), Vec::with_capacity(rows * self.head_dim));
+        for pos in positions {
             for _ in 0..2 {
-                for f in &inv_freq {
+                for f in &self.inv_freq {
                     let angle = pos as f32 * f;
                     cos.push(angle.cos());
                     sin.push(angle.sin());
                 }
             }
         }
-        let shape = [self.max_seq_len, self.head_dim];
-        RotaryEmbedding {
+        let shape = [rows, self.head_dim];
+        RopeTable {
             cos: Tensor::from_data(TensorData::new(cos, shape), device),
             sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            positions: kind,
         }
     }
 }
 
-/// Rotary position embedding in HF's rotate-half convention.
-///
-/// `burn::nn::RotaryEncoding` rotates interleaved pairs `(x[2i], x[2i+1])`; HF checkpoints order
-/// the q/k projection rows for rotate-half, so that module would compute a different function.
-#[derive(Module, Debug)]
-pub struct RotaryEmbedding<B: Backend> {
-    /// `[max_seq_len, Dh]`; a constant, not a parameter.
-    pub cos: Tensor<B, 2>,
-    /// `[max_seq_len, Dh]`.
-    pub sin: Tensor<B, 2>,
-}
-
-impl<B: Backend> RotaryEmbedding<B> {
-    /// Rotates `x` whose sequence positions start at `start`.
+impl<B: Backend> RopeTable<B> {
+    /// Rotates `x`, whose positions are the table's.
     ///
     /// Heads come after positions, as the q/k projections produce them: rotating before the
     /// heads are moved in front keeps every operand contiguous (on burn-flex, rotating the
@@ -67,40 +84,20 @@ impl<B: Backend> RotaryEmbedding<B> {
     ///
     /// # Shapes
     /// - `x`: `[B, S, N, Dh]` (`N` heads) -> `[B, S, N, Dh]`
-    pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let x = match rope(x, &self.cos, &self.sin, &RopePositions::Start(start)) {
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = match rope(x, &self.cos, &self.sin, self.positions) {
             Ok(out) => return out,
             Err(x) => x,
         };
-        let [_, s, _, dh] = x.dims();
-        let dtype = x.dtype();
-        let cos = self.cos.clone().narrow(0, start, s).cast(dtype).reshape([1, s, 1, dh]);
-        let sin = self.sin.clone().narrow(0, start, s).cast(dtype).reshape([1, s, 1, dh]);
-        x.clone() * cos + rotate_half(x) * sin
-    }
-
-    /// [`Self::apply`] with each sequence at its own positions (left-padded batches).
-    ///
-    /// # Shapes
-    /// - `x`: `[B, S, N, Dh]`, `positions`: `[B, S]` -> `[B, S, N, Dh]`
-    pub fn apply_at(&self, x: Tensor<B, 4>, positions: Tensor<B, 2, Int>) -> Tensor<B, 4> {
-        let positions = RopePositions::Each(positions);
-        let x = match rope(x, &self.cos, &self.sin, &positions) {
-            Ok(out) => return out,
-            Err(x) => x,
-        };
-        let RopePositions::Each(positions) = positions else { unreachable!("built above") };
         let [b, s, _, dh] = x.dims();
         let dtype = x.dtype();
-        let flat = positions.reshape([b * s]);
-        let cos = self.cos.clone().select(0, flat.clone()).cast(dtype).reshape([b, s, 1, dh]);
-        let sin = self.sin.clone().select(0, flat).cast(dtype).reshape([b, s, 1, dh]);
+        let batch = match self.positions {
+            RopePositions::Shared => 1,
+            RopePositions::PerRow => b,
+        };
+        let cos = self.cos.clone().cast(dtype).reshape([batch, s, 1, dh]);
+        let sin = self.sin.clone().cast(dtype).reshape([batch, s, 1, dh]);
         x.clone() * cos + rotate_half(x) * sin
-    }
-
-    /// Positions the table covers.
-    pub fn max_seq_len(&self) -> usize {
-        self.cos.dims()[0]
     }
 }
 
@@ -121,20 +118,26 @@ mod tests {
     use crate::backend::Flex;
 
     /// burn-flex takes `kernels::rope`; ndarray Burn's ops: both must compute the same rotation,
-    /// from a start position and at per-sequence positions, in f32 and f16.
+    /// for a shared range of positions and per token, in f32 and f16; and a token's rotation
+    /// depends on its position only, whichever table it comes from.
     #[test]
     fn the_kernel_computes_what_burns_ops_compute() {
-        let config = RotaryEmbeddingConfig::new(8, 16).with_theta(100.0);
-        let (flex, ndarray) = (config.init::<Flex>(&Default::default()), config.init::<NdArray>(&Default::default()));
-        let x = Tensor::<NdArray, 4>::random([2, 3, 2, 8], Distribution::Normal(0.0, 1.0), &Default::default());
-        let on_flex = || Tensor::<Flex, 4>::from_data(x.to_data(), &Default::default());
-        let positions = [[0i64, 5, 6], [3, 4, 15]];
-        let want = ndarray.apply(x.clone(), 4).into_data();
-        flex.apply(on_flex(), 4).into_data().assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
-        let got = flex.apply(on_flex().cast(FloatDType::F16), 4).cast(FloatDType::F32);
+        let rope = RotaryEmbedding::new(8, 100.0);
+        let (cpu, flex) = (Default::default(), Default::default());
+        let x = Tensor::<NdArray, 4>::random([2, 3, 2, 8], Distribution::Normal(0.0, 1.0), &cpu);
+        let on_flex = || Tensor::<Flex, 4>::from_data(x.to_data(), &flex);
+        let want = rope.range::<NdArray>(4, 3, &cpu).apply(x.clone()).into_data();
+        let got = rope.range::<Flex>(4, 3, &flex).apply(on_flex()).into_data();
+        got.assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+        let got = rope.range::<Flex>(4, 3, &flex).apply(on_flex().cast(FloatDType::F16)).cast(FloatDType::F32);
         got.into_data().assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-2));
-        let want = ndarray.apply_at(x.clone(), Tensor::from_ints(positions, &Default::default())).into_data();
-        let got = flex.apply_at(on_flex(), Tensor::from_ints(positions, &Default::default()));
-        got.into_data().assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-6));
+
+        let positions = [0, 5, 6, 4, 5, 6];
+        let want = rope.rows::<NdArray>(&positions, &cpu).apply(x.clone());
+        let got = rope.rows::<Flex>(&positions, &flex).apply(on_flex());
+        got.into_data().assert_approx_eq::<f32>(&want.to_data(), Tolerance::absolute(1e-6));
+        // The second sequence sits at 4..7, as the shared range put both.
+        let shared = rope.range::<NdArray>(4, 3, &cpu).apply(x.clone()).narrow(0, 1, 1);
+        want.narrow(0, 1, 1).into_data().assert_eq(&shared.into_data(), true);
     }
 }

@@ -1,10 +1,11 @@
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::{Initializer, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::kernels::{linear, swiglu};
+use super::Projection;
+use crate::kernels::swiglu;
 
 /// Configuration of [`SwiGlu`].
 #[derive(Config, Debug)]
@@ -22,7 +23,11 @@ impl SwiGluConfig {
     /// A block with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SwiGlu<B> {
         let linear = |d_in, d_out| {
-            LinearConfig::new(d_in, d_out).with_bias(false).with_initializer(self.initializer.clone()).init(device)
+            LinearConfig::new(d_in, d_out)
+                .with_bias(false)
+                .with_initializer(self.initializer.clone())
+                .init(device)
+                .into()
         };
         SwiGlu { gate_up: linear(self.d_model, 2 * self.d_ff), down: linear(self.d_ff, self.d_model) }
     }
@@ -37,21 +42,21 @@ impl SwiGluConfig {
 pub struct SwiGlu<B: Backend> {
     /// Gate and up projections side by side, `[D, 2F]`: columns `..F` are the gate
     /// (checkpoint `w1`), columns `F..` the up projection (`w3`).
-    pub gate_up: Linear<B>,
+    pub gate_up: Projection<B>,
     /// Down projection `[F, D]` (checkpoint `w2`).
-    pub down: Linear<B>,
+    pub down: Projection<B>,
 }
 
 impl<B: Backend> SwiGlu<B> {
     /// Hidden width `F`.
     pub fn d_ff(&self) -> usize {
-        self.down.weight.dims()[0]
+        self.down.dims()[0]
     }
 
     /// # Shapes
     /// - `x`: `[..., D]` -> `[..., D]`
     pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> Tensor<B, N> {
-        let h = linear(&self.gate_up, x); // [..., 2F]
-        linear(&self.down, swiglu(h))
+        let h = self.gate_up.forward(x); // [..., 2F]
+        self.down.forward(swiglu(h))
     }
 }

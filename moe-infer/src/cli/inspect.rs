@@ -1,4 +1,5 @@
-//! `moe-infer inspect`: shape, parameter counts and memory, from config.json alone.
+//! `moe-infer inspect`: shape, parameter counts and memory, from config.json (or a GGUF
+//! file's metadata) alone.
 
 use std::path::PathBuf;
 
@@ -6,10 +7,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use moe_core::backend::Precision;
 use moe_core::config::MixtralConfig;
+use moe_core::gguf::{mixtral_config, GgufFile};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Model folder (only config.json is read).
+    /// Model folder (only config.json is read) or GGUF file (only its header is read).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Print one JSON object.
@@ -18,8 +20,14 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let path = args.model.join("config.json");
-    let c = MixtralConfig::from_hf_file(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let c = if args.model.is_file() {
+        GgufFile::open(&args.model)
+            .and_then(|file| mixtral_config(&file))
+            .with_context(|| format!("cannot read {}", args.model.display()))?
+    } else {
+        let path = args.model.join("config.json");
+        MixtralConfig::from_hf_file(&path).with_context(|| format!("cannot read {}", path.display()))?
+    };
     let (total, active) = (c.num_params(), c.num_active_params());
     let context = c.max_seq_len as u64;
     if args.json {

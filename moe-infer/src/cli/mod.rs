@@ -3,6 +3,7 @@
 mod chat;
 mod generate;
 mod inspect;
+mod quantize;
 mod score;
 mod text_output;
 
@@ -12,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
+use moe_core::gguf::{load_gguf_file, GgufFile};
 use moe_core::io::load_hub_checkpoint;
 use moe_core::model::Mixtral;
 use moe_infer::{SamplingConfig, TextTokenizer};
@@ -34,11 +36,14 @@ enum Command {
     Score(score::ScoreArgs),
     /// Shape, parameter counts (total and active per token) and memory needed per dtype.
     Inspect(inspect::InspectArgs),
+    /// Write a checkpoint (Hub folder or GGUF) as a GGUF file of quantized weights (q8_0, q4_0).
+    Quantize(quantize::QuantizeArgs),
 }
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Model folder: config.json + model.safetensors (or a sharded index) [+ tokenizer.json].
+    /// Model folder: config.json + model.safetensors (or a sharded index) [+ tokenizer.json];
+    /// or a GGUF file (llama.cpp's format, quantized or not; its tokenizer comes with it).
     #[arg(long, short = 'm')]
     model: PathBuf,
     /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). The default
@@ -50,7 +55,7 @@ struct ModelArgs {
     /// Half precision keeps norms, softmaxes and losses in f32, as transformers does.
     #[arg(long, default_value = "f32")]
     dtype: Precision,
-    /// tokenizer.json to use instead of MODEL/tokenizer.json.
+    /// tokenizer.json to use instead of MODEL/tokenizer.json (or the GGUF file's own).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
 }
@@ -102,6 +107,7 @@ pub fn run() -> Result<()> {
         Command::Chat(a) => &a.model,
         Command::Score(a) => &a.model,
         Command::Inspect(a) => return inspect::run(a),
+        Command::Quantize(a) => return quantize::run(a),
     };
     let (kind, precision) = (model.backend, model.dtype);
     run_on(kind, precision, cli.command)?
@@ -116,25 +122,38 @@ impl BackendTask for Command {
             Command::Chat(args) => chat::run::<B>(args, &device),
             Command::Score(args) => score::run::<B>(args, &device),
             Command::Inspect(args) => inspect::run(&args),
+            Command::Quantize(args) => quantize::run(&args),
         }
     }
 }
 
 /// Loads `--model`, routing `experts_per_token` experts per token if given.
 fn load<B: Backend>(args: &ModelArgs, experts_per_token: Option<usize>, device: &B::Device) -> Result<Mixtral<B>> {
-    let dir = &args.model;
-    let mut model =
-        load_hub_checkpoint::<B>(dir, device).with_context(|| format!("cannot load model {}", dir.display()))?;
+    let path = &args.model;
+    let model = if path.is_file() {
+        GgufFile::open(path).and_then(|file| load_gguf_file::<B>(std::sync::Arc::new(file), device))
+    } else {
+        load_hub_checkpoint::<B>(path, device)
+    };
+    let mut model = model.with_context(|| format!("cannot load model {}", path.display()))?;
     if let Some(k) = experts_per_token {
         model.set_experts_per_token(k).context("--experts-per-token")?;
     }
     Ok(model)
 }
 
-/// `--tokenizer`, else MODEL/tokenizer.json if there is one; special ids from the model config.
+/// `--tokenizer`, else the GGUF file's tokenizer or MODEL/tokenizer.json if there is one;
+/// special ids from the model config.
 fn tokenizer(args: &ModelArgs, model: &Mixtral<impl Backend>) -> Result<Option<TextTokenizer>> {
     let tokenizer = match &args.tokenizer {
         Some(path) => Some(TextTokenizer::from_file(path)?),
+        None if args.model.is_file() => {
+            let file = GgufFile::open(&args.model)?;
+            match file.get("tokenizer.ggml.model") {
+                Some(_) => Some(TextTokenizer::from_gguf(&file)?),
+                None => None,
+            }
+        }
         None => TextTokenizer::from_model_dir(&args.model)?,
     };
     let c = model.config();
@@ -152,7 +171,8 @@ fn tokenizer(args: &ModelArgs, model: &Mixtral<impl Backend>) -> Result<Option<T
 
 fn need_tokenizer<'a>(tokenizer: &'a Option<TextTokenizer>, args: &ModelArgs, what: &str) -> Result<&'a TextTokenizer> {
     tokenizer.as_ref().with_context(|| {
-        format!("{what} needs a tokenizer: {} has no tokenizer.json (pass --tokenizer FILE)", args.model.display())
+        let has = if args.model.is_file() { "no tokenizer in its metadata" } else { "no tokenizer.json" };
+        format!("{what} needs a tokenizer: {} has {has} (pass --tokenizer FILE)", args.model.display())
     })
 }
 

@@ -1,0 +1,180 @@
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+
+use super::config::mixtral_metadata;
+use super::names::{gguf_source, permute_rows};
+use super::writer::{write_gguf, TensorPlan};
+use super::{GgmlType, GgufValue};
+use crate::config::MixtralConfig;
+use crate::error::{MoeError, Result};
+use crate::io::hub_keys::{AttentionProj, ExpertProj, HubParam};
+use crate::io::CheckpointTensors;
+use crate::model::Mixtral;
+use crate::quant::{quantize, WRITABLE};
+
+/// How [`save_gguf`] stores a model's weights.
+#[derive(Debug, Clone)]
+pub struct GgufExport {
+    /// Type of the expert matrices (most of a Mixtral's weights).
+    pub experts: GgmlType,
+    /// Type of the other matrices: embedding, attention, LM head.
+    pub dense: GgmlType,
+    /// Metadata written after the model's own (a tokenizer's `tokenizer.ggml.*` keys, which
+    /// llama.cpp needs to run the file).
+    pub metadata: Vec<(String, GgufValue)>,
+}
+
+impl GgufExport {
+    /// Every matrix as `ty`. Norm weights and routers stay f32 whatever the type, as
+    /// llama.cpp's `llama-quantize` keeps them.
+    pub fn new(ty: GgmlType) -> Self {
+        Self { experts: ty, dense: ty, metadata: Vec::new() }
+    }
+
+    /// Expert matrices as `experts`, the rest as `dense` (quantize the experts only, keeping
+    /// attention in higher precision).
+    pub fn experts_only(experts: GgmlType, dense: GgmlType) -> Self {
+        Self { experts, dense, metadata: Vec::new() }
+    }
+
+    /// Adds metadata entries.
+    pub fn with_metadata(mut self, metadata: Vec<(String, GgufValue)>) -> Self {
+        self.metadata.extend(metadata);
+        self
+    }
+}
+
+/// What one planned tensor holds.
+enum Content {
+    /// One parameter (part of a fused one), its rows reordered for llama.cpp's RoPE if `heads`.
+    Param { param: HubParam, part: usize, heads: Option<usize> },
+    /// One projection of every expert of a layer, stacked `[E, rows, cols]`.
+    Experts { layer: usize, proj: ExpertProj, part: usize },
+}
+
+/// Writes `model` as a GGUF file in llama.cpp's `llama` layout (merged `ffn_*_exps` experts,
+/// q/k rows in llama.cpp's order), weights of the types `options` names, so that
+/// [`super::load_gguf`] and llama.cpp read it. A matrix whose rows are not whole blocks of its
+/// type is written as f16 instead (as `llama-quantize` falls back). Tensors are read from the
+/// device and encoded one at a time.
+pub fn save_gguf<B: Backend>(model: &Mixtral<B>, path: impl AsRef<Path>, options: &GgufExport) -> Result<()> {
+    write_mixtral_gguf(model.config(), path.as_ref(), options, |param, part| {
+        let value = model.hub_param(param).expect("the plan lists the model's own parameters").value();
+        Ok(value.to_hub(param.layout(), part).1)
+    })
+}
+
+/// [`save_gguf`] straight from checkpoint tensors (a Hub folder's [`crate::io::HubWeights`], a
+/// GGUF file's [`super::GgufWeights`]) of a model of shape `config`, without building the model:
+/// one tensor is in memory at a time (a layer's experts of one projection, for merged ones), so
+/// a model larger than memory converts.
+pub fn convert_to_gguf(
+    config: &MixtralConfig,
+    weights: &impl CheckpointTensors,
+    path: impl AsRef<Path>,
+    options: &GgufExport,
+) -> Result<()> {
+    write_mixtral_gguf(config, path.as_ref(), options, |param, part| {
+        let key = param.key(part);
+        let hub_shape = param.hub_shape(config);
+        match weights.read_f32(&key)? {
+            Some(t) if t.shape == hub_shape => Ok(t.values),
+            Some(t) => Err(MoeError::CheckpointMismatch {
+                dir: weights.location().to_path_buf(),
+                problems: vec![format!("tensor `{key}` has shape {:?}, the config needs {hub_shape:?}", t.shape)],
+            }),
+            None => Err(MoeError::CheckpointMismatch {
+                dir: weights.location().to_path_buf(),
+                problems: vec![format!("missing tensor `{key}`")],
+            }),
+        }
+    })
+}
+
+/// The writer behind both: `values(param, part)` gives a parameter's values in the Hub layout.
+fn write_mixtral_gguf(
+    config: &MixtralConfig,
+    path: &Path,
+    options: &GgufExport,
+    values: impl Fn(HubParam, usize) -> Result<Vec<f32>>,
+) -> Result<()> {
+    config.validate()?;
+    for ty in [options.experts, options.dense] {
+        if !WRITABLE.contains(&ty) {
+            let names: Vec<_> = WRITABLE.iter().map(|t| t.name()).collect();
+            return Err(MoeError::Unsupported(format!(
+                "writing {ty} weights (this crate writes {})",
+                names.join(", ")
+            )));
+        }
+    }
+    let mut plan = Vec::new();
+    let mut contents = Vec::new();
+    let mut add = |content: Content, shape: Vec<usize>, ty: GgmlType| {
+        let (name, ty) = match &content {
+            Content::Param { param, part, .. } => (gguf_source(*param, *part, true, 0, 0).tensor, ty),
+            Content::Experts { layer, proj, part } => {
+                (gguf_source(HubParam::Expert(*layer, 0, *proj), *part, true, 0, 0).tensor, ty)
+            }
+        };
+        let cols = *shape.last().expect("a shape");
+        let ty = if shape.len() == 1 {
+            GgmlType::F32
+        } else if ty.row_bytes(cols).is_none() {
+            GgmlType::F16
+        } else {
+            ty
+        };
+        plan.push(TensorPlan { name, dims: shape.into_iter().rev().collect(), ggml_type: ty });
+        contents.push(content);
+    };
+    let param = |param: HubParam| Content::Param { param, part: 0, heads: None };
+    add(param(HubParam::Embedding), HubParam::Embedding.hub_shape(config), options.dense);
+    add(param(HubParam::FinalNorm), HubParam::FinalNorm.hub_shape(config), GgmlType::F32);
+    if !config.tie_word_embeddings {
+        add(param(HubParam::LmHead), HubParam::LmHead.hub_shape(config), options.dense);
+    }
+    for n in 0..config.n_layers {
+        add(param(HubParam::InputNorm(n)), HubParam::InputNorm(n).hub_shape(config), GgmlType::F32);
+        for (p, heads) in [
+            (AttentionProj::Q, Some(config.n_heads)),
+            (AttentionProj::K, Some(config.n_kv_heads)),
+            (AttentionProj::V, None),
+            (AttentionProj::O, None),
+        ] {
+            let a = HubParam::Attention(n, p);
+            add(Content::Param { param: a, part: 0, heads }, a.hub_shape(config), options.dense);
+        }
+        add(param(HubParam::PostAttentionNorm(n)), HubParam::PostAttentionNorm(n).hub_shape(config), GgmlType::F32);
+        add(param(HubParam::Router(n)), HubParam::Router(n).hub_shape(config), GgmlType::F32);
+        for (proj, part) in [(ExpertProj::GateUp, 0), (ExpertProj::Down, 0), (ExpertProj::GateUp, 1)] {
+            let mut shape = HubParam::Expert(n, 0, proj).hub_shape(config);
+            shape.insert(0, config.n_experts);
+            add(Content::Experts { layer: n, proj, part }, shape, options.experts);
+        }
+    }
+
+    let mut metadata = mixtral_metadata(config, "burn-moe");
+    metadata.extend(options.metadata.iter().cloned());
+    write_gguf(path, &metadata, &plan, |i| {
+        let values = match contents[i] {
+            Content::Param { param, part, heads } => {
+                let v = values(param, part)?;
+                match heads {
+                    Some(heads) => permute_rows(&v, heads, config.d_model, true)
+                        .expect("q/k weights are whole heads of even size (validated config)"),
+                    None => v,
+                }
+            }
+            Content::Experts { layer, proj, part } => {
+                let mut all = Vec::new();
+                for x in 0..config.n_experts {
+                    all.extend(values(HubParam::Expert(layer, x, proj), part)?);
+                }
+                all
+            }
+        };
+        Ok(quantize(plan[i].ggml_type, &values).expect("planned types are writable"))
+    })
+}

@@ -1,0 +1,175 @@
+//! `out = x · wᵀ` with `w` a matrix of GGUF-quantized rows, read as the file stores them: decode
+//! reads 4.5 bits per weight for Q4_0 and 8.5 for Q8_0 instead of 32.
+//!
+//! `w` is `[N, K]` in ggml's layout (row `n` holds output `n`'s `K` weights in blocks). Each of
+//! rayon's tasks takes a band of rows; a row is decoded once into an f32 buffer that stays in L1
+//! and then dotted with every row of `x`. The activations stay f32: unlike llama.cpp, which
+//! rounds them to 8 bits for integer dot products, this computes exactly the product with the
+//! dequantized weights (the tests hold it to [`crate::quant::dequantize`] + a plain product).
+//! Q4_0 and Q8_0 rows decode with AVX2 where the CPU has it; other types through the portable
+//! dequantizer.
+
+use rayon::prelude::*;
+
+use crate::quant::{dequantize, GgmlType, QuantRows};
+
+/// Rows per task: enough work to amortise handing it out, small enough to share among threads.
+const BAND: usize = 16;
+
+/// `out[m, n] = Σ_k x[m, k] · w[n, k]`.
+///
+/// # Shapes
+/// - `x`: `[M, K]` row-major, `w`: `[N, K]` quantized rows -> `[M, N]` row-major
+///
+/// # Panics
+/// If `x` is not `[M, w.cols]` or `w.data` is not `w.rows` rows of `w.cols` values of `w.ty`.
+pub fn quantized_matmul(x: &[f32], w: QuantRows<'_>, m: usize) -> Vec<f32> {
+    let (n, k) = (w.rows, w.cols);
+    assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+    let row_bytes = w.ty.row_bytes(k).expect("rows are whole blocks");
+    assert_eq!(w.data.len(), n * row_bytes, "w is not {n} rows of {k} {} values", w.ty);
+    // Transposed output `[N, M]`: each task owns whole rows of it.
+    let mut out_t = vec![0.0f32; n * m];
+    let work = |(band, out): (usize, &mut [f32])| {
+        let mut row = vec![0.0f32; k];
+        for (i, out) in out.chunks_exact_mut(m).enumerate() {
+            let r = band * BAND + i;
+            decode_row(w.ty, &w.data[r * row_bytes..(r + 1) * row_bytes], &mut row);
+            for (o, x) in out.iter_mut().zip(x.chunks_exact(k)) {
+                *o = dot(x, &row);
+            }
+        }
+    };
+    if n * k < 1 << 16 {
+        out_t.chunks_mut(BAND * m).enumerate().for_each(work);
+    } else {
+        out_t.par_chunks_mut(BAND * m).enumerate().for_each(work);
+    }
+    if m == 1 {
+        return out_t;
+    }
+    let mut out = vec![0.0f32; m * n];
+    for (r, values) in out_t.chunks_exact(m).enumerate() {
+        for (mm, v) in values.iter().enumerate() {
+            out[mm * n + r] = *v;
+        }
+    }
+    out
+}
+
+/// One row's blocks to f32.
+fn decode_row(ty: GgmlType, blocks: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::weights::has_avx2_fma_f16c() && matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above); lengths are the caller's.
+        unsafe { x86::decode_row(ty, blocks, out) };
+        return;
+    }
+    dequantize(ty, blocks, out);
+}
+
+/// `Σ a[i] · b[i]` in f32.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::weights::has_avx2_fma_f16c() {
+        // SAFETY: as above.
+        return unsafe { x86::dot(a, b) };
+    }
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use crate::quant::GgmlType;
+
+    /// Q4_0 / Q8_0 rows to f32, 32 values (one block) at a time; the same values as
+    /// [`crate::quant::dequantize`] (each is `q * d` in f32 either way).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn decode_row(ty: GgmlType, blocks: &[u8], out: &mut [f32]) {
+        let size = ty.type_size();
+        assert_eq!(blocks.len() / size * 32, out.len());
+        for (b, y) in blocks.chunks_exact(size).zip(out.chunks_exact_mut(32)) {
+            let d = _mm256_set1_ps(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+            let q = b.as_ptr().add(2);
+            // Four groups of 8 signed integers.
+            let groups: [__m128i; 4] = match ty {
+                GgmlType::Q8_0 => {
+                    let lo = _mm_loadu_si128(q.cast());
+                    let hi = _mm_loadu_si128(q.add(16).cast());
+                    [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+                }
+                _ => {
+                    // Q4_0: low nibbles are values 0..16, high nibbles 16..32; both minus 8.
+                    let packed = _mm_loadu_si128(q.cast());
+                    let mask = _mm_set1_epi8(0x0F);
+                    let eight = _mm_set1_epi8(8);
+                    let lo = _mm_sub_epi8(_mm_and_si128(packed, mask), eight);
+                    let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), eight);
+                    [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+                }
+            };
+            let p = y.as_mut_ptr();
+            for (i, g) in groups.into_iter().enumerate() {
+                let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(g));
+                _mm256_storeu_ps(p.add(8 * i), _mm256_mul_ps(v, d));
+            }
+        }
+    }
+
+    /// `Σ a[i] · b[i]` with four 8-wide accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * j)), _mm256_loadu_ps(pb.add(i + 8 * j)), *acc);
+            }
+            i += 32;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
+        let mut total = _mm_cvtss_f32(one);
+        while i < n {
+            total += a[i] * b[i];
+            i += 1;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize;
+
+    /// Every readable type, shapes with and without a remainder of rows per band, one and
+    /// several activation rows: the product with the dequantized matrix.
+    #[test]
+    fn equals_the_product_with_the_dequantized_matrix() {
+        let (n, k) = (37, 512);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32] {
+            let data = quantize(ty, &w).unwrap();
+            let mut dense = vec![0.0; n * k];
+            dequantize(ty, &data, &mut dense);
+            for m in [1, 3] {
+                let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+                let got = quantized_matmul(&x, QuantRows { ty, data: &data, rows: n, cols: k }, m);
+                for mm in 0..m {
+                    for r in 0..n {
+                        let want: f32 = (0..k).map(|i| x[mm * k + i] * dense[r * k + i]).sum();
+                        let g = got[mm * n + r];
+                        assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} m={m} [{mm}, {r}]: {g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+use burn::module::{Module, Param, ParamId};
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Shape, Tensor, TensorData};
+
+use crate::kernels::{matmul_weight, quantized_linear};
+use crate::quant::QuantMatrix;
+
+/// A linear projection `x @ W (+ b)` whose weight may stay quantized: every projection of the
+/// model (attention, experts, LM head) is one.
+///
+/// The fields are `burn::nn::Linear`'s (a `From<Linear>` converts), so records and parameter
+/// paths are the same. Loaded from a quantized GGUF file, `quantized` holds the blocks and
+/// `weight` is a lazy parameter that dequantizes them if anything asks for its value:
+/// inference on burn-flex multiplies with the blocks directly ([`Self::forward`]) and
+/// never materialises it; other backends, training and export read the dequantized values, so
+/// every path computes the same function.
+#[derive(Module, Debug)]
+pub struct Projection<B: Backend> {
+    /// `[d_input, d_output]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[d_output]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// The weight's GGUF blocks, `[d_output, d_input]` rows, when it came quantized.
+    #[module(skip)]
+    pub quantized: Option<QuantMatrix>,
+}
+
+impl<B: Backend> From<Linear<B>> for Projection<B> {
+    fn from(linear: Linear<B>) -> Self {
+        Self { weight: linear.weight, bias: linear.bias, quantized: None }
+    }
+}
+
+impl<B: Backend> Projection<B> {
+    /// A bias-free projection whose weight is `matrix` (`[N, K]` rows), kept quantized.
+    pub fn quantized(matrix: QuantMatrix, device: &B::Device) -> Self {
+        let (k, n) = (matrix.cols(), matrix.rows());
+        let blocks = matrix.clone();
+        let weight = Param::uninitialized(
+            ParamId::new(),
+            move |device, _| Tensor::from_data(TensorData::new(blocks.dequantize_transposed(), [k, n]), device),
+            device.clone(),
+            false,
+            Shape::new([k, n]),
+        );
+        Self { weight, bias: None, quantized: Some(matrix) }
+    }
+
+    /// `[d_input, d_output]`, without materialising a lazy weight.
+    pub fn dims(&self) -> [usize; 2] {
+        let shape = self.weight.lazy_shape();
+        [shape[0], shape[1]]
+    }
+
+    /// The blocks, while the float weight has not been materialised (so the two cannot differ).
+    pub fn blocks(&self) -> Option<&QuantMatrix> {
+        self.quantized.as_ref().filter(|_| !self.weight.is_initialized())
+    }
+}
+
+impl<B: Backend> Projection<B> {
+    /// `x @ W (+ b)`: with the blocks where they are kept and the backend reads them
+    /// ([`quantized_linear`]), else through [`matmul_weight`].
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_input]` -> `[..., d_output]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let mut shape = x.dims();
+        let [d_in, d_out] = self.dims();
+        shape[D - 1] = d_out;
+        let rows = x.shape().num_elements() / d_in.max(1);
+        let x = x.reshape([rows, d_in]);
+        let x = match self.blocks() {
+            Some(w) => quantized_linear(x, w),
+            None => Err(x),
+        };
+        let out = x.unwrap_or_else(|x| matmul_weight(x, self.weight.val()));
+        let out = match &self.bias {
+            Some(bias) => out + bias.val().unsqueeze::<2>(),
+            None => out,
+        };
+        out.reshape(shape)
+    }
+}
