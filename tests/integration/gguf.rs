@@ -120,8 +120,10 @@ fn llama_cpp_files_run_as_llama_cpp_runs_them() {
 }
 
 /// Quantized projections stay in their blocks: on burn-flex the model multiplies with them and
-/// never materialises float weights; on ndarray they are dequantized when first used; both
-/// compute the same logits.
+/// never materialises float weights; on ndarray they are dequantized when first used. Both
+/// compute the same function up to flex rounding the activations of short inputs to 8 bits as
+/// llama.cpp does: the logits differ from ndarray's by the same order as llama.cpp's own (at
+/// most twice as much; on these files 0.6-1.1x).
 #[test]
 fn quantized_weights_stay_quantized_on_flex() {
     use moe_core::backend::Flex;
@@ -132,10 +134,15 @@ fn quantized_weights_stay_quantized_on_flex() {
         let on_flex = load_gguf::<Flex>(gguf_fixture(name), &Default::default()).unwrap();
         let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
         let input = Tensor::<Flex, 1, Int>::from_ints(ids.as_slice(), &Default::default()).reshape([1, ids.len()]);
+        let v = on_cpu.config().vocab_size;
         let flex_logits: Vec<f32> = on_flex.forward(input).logits.into_data().iter::<f32>().collect();
         let cpu_logits = host(on_cpu.forward(tokens(&prompt)).logits);
-        let diff = max_abs_diff(&flex_logits, &cpu_logits);
-        assert!(diff < 1e-4, "{name}: flex (blocks) and ndarray (dequantized) differ by {diff}");
+        let last = |l: &[f32]| l[l.len() - v..].to_vec();
+        let diff = max_abs_diff(&last(&flex_logits), &last(&cpu_logits));
+        let (model, kind) = name.trim_end_matches(".gguf").rsplit_once('-').unwrap();
+        let llama_diff = max_abs_diff(&floats(&expected[model][kind]["last_logits"]), &last(&cpu_logits));
+        println!("{name}: flex vs ndarray {diff}, llama.cpp vs ndarray {llama_diff}");
+        assert!(diff <= 2.0 * llama_diff, "{name}: flex (blocks) and ndarray (dequantized) differ by {diff}");
         let attn = &on_flex.layers[0].self_attn;
         let ffn = &on_flex.layers[0].block_sparse_moe.experts.ffns[0];
         for p in [&attn.q_proj, &attn.k_proj, &attn.o_proj, &ffn.gate_up, &ffn.down] {

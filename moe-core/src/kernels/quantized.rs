@@ -28,13 +28,23 @@ pub fn quantized_matmul(x: &[f32], w: QuantRows<'_>, m: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
     let row_bytes = w.ty.row_bytes(k).expect("rows are whole blocks");
     assert_eq!(w.data.len(), n * row_bytes, "w is not {n} rows of {k} {} values", w.ty);
+    // Decoding: Q8 activations and integer dot products, where this CPU has them.
+    let q8 = (m <= INTEGER_ROWS && int_dot_available(w.ty)).then(|| Q8Rows::new(x, m, k));
     // Transposed output `[N, M]`: each task owns whole rows of it.
     let mut out_t = vec![0.0f32; n * m];
     let work = |(band, out): (usize, &mut [f32])| {
-        let mut row = vec![0.0f32; k];
+        let mut row = Vec::new();
         for (i, out) in out.chunks_exact_mut(m).enumerate() {
             let r = band * BAND + i;
-            decode_row(w.ty, &w.data[r * row_bytes..(r + 1) * row_bytes], &mut row);
+            let blocks = &w.data[r * row_bytes..(r + 1) * row_bytes];
+            if let Some(q8) = &q8 {
+                for (mm, o) in out.iter_mut().enumerate() {
+                    *o = int_dot(w.ty, blocks, q8, mm);
+                }
+                continue;
+            }
+            row.resize(k, 0.0);
+            decode_row(w.ty, blocks, &mut row);
             for (o, x) in out.iter_mut().zip(x.chunks_exact(k)) {
                 *o = dot(x, &row);
             }
@@ -55,6 +65,65 @@ pub fn quantized_matmul(x: &[f32], w: QuantRows<'_>, m: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Up to this many rows of activations (decoding) take the integer path: the activations are
+/// rounded to Q8_0 blocks (8 bits and a scale per 32 values) as llama.cpp rounds them, and each
+/// weight block's products are summed in integers. That reads a Q4_0 block in a handful of
+/// instructions instead of widening every weight to f32, which is what decoding at the memory
+/// bandwidth needs; the rounding moves logits by about what llama.cpp's does (tests). Longer
+/// inputs (prompts) keep f32 activations: there the work is arithmetic, not reading.
+pub const INTEGER_ROWS: usize = 8;
+
+/// Activations rounded to Q8_0: `q[m][k]` with one scale per 32 values.
+struct Q8Rows {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    k: usize,
+}
+
+impl Q8Rows {
+    /// ggml's `quantize_row_q8_0`: `d = max|x| / 127`, `q = round(x / d)`.
+    fn new(x: &[f32], m: usize, k: usize) -> Self {
+        let mut q = vec![0i8; m * k];
+        let mut scales = Vec::with_capacity(m * k / 32);
+        for (x, q) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)) {
+            let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            q.iter_mut().zip(x).for_each(|(q, v)| *q = (v * id).round() as i8);
+            scales.push(d);
+        }
+        Self { q, scales, k }
+    }
+
+    fn row(&self, m: usize) -> (&[i8], &[f32]) {
+        (&self.q[m * self.k..(m + 1) * self.k], &self.scales[m * self.k / 32..(m + 1) * self.k / 32])
+    }
+}
+
+fn int_dot_available(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+        return super::weights::has_avx2_fma_f16c();
+    }
+    let _ = ty;
+    false
+}
+
+/// `Σ_k w[k] · x[m, k]` over Q4_0/Q8_0 blocks and Q8 activations.
+fn int_dot(ty: GgmlType, blocks: &[u8], x: &Q8Rows, m: usize) -> f32 {
+    let (q, scales) = x.row(m);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `int_dot_available` checked AVX2, FMA and F16C and the type.
+        unsafe { x86::int_dot(ty, blocks, q, scales) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ty, blocks, q, scales);
+        unreachable!("int_dot_available is false off x86")
+    }
 }
 
 /// One row's blocks to f32.
@@ -118,6 +187,44 @@ mod x86 {
         }
     }
 
+    /// `Σ_b d_w[b] · d_x[b] · Σ_j q_w[b, j] · q_x[b, j]`: Q4_0 or Q8_0 weight blocks against Q8
+    /// activations. The 8-bit products are summed pairwise by `maddubs` (which multiplies
+    /// unsigned by signed bytes, so the weights' signs move onto the activations first) and
+    /// then in 32 bits.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn int_dot(ty: GgmlType, blocks: &[u8], q: &[i8], scales: &[f32]) -> f32 {
+        let size = ty.type_size();
+        let ones = _mm256_set1_epi16(1);
+        let (mask, eight) = (_mm_set1_epi8(0x0F), _mm256_set1_epi8(8));
+        let mut acc = _mm256_setzero_ps();
+        for ((b, qx), dx) in blocks.chunks_exact(size).zip(q.chunks_exact(32)).zip(scales) {
+            let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32() * dx;
+            let w = match ty {
+                GgmlType::Q8_0 => _mm256_loadu_si256(b.as_ptr().add(2).cast()),
+                _ => {
+                    // Low nibbles are values 0..16, high nibbles 16..32; both minus 8.
+                    let packed = _mm_loadu_si128(b.as_ptr().add(2).cast());
+                    let lo = _mm_and_si128(packed, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+                    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight)
+                }
+            };
+            let x = _mm256_loadu_si256(qx.as_ptr().cast());
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), sums, acc);
+        }
+        hsum(acc)
+    }
+
+    /// The sum of the 8 lanes.
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    }
+
     /// `Σ a[i] · b[i]` with four 8-wide accumulators.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -131,11 +238,7 @@ mod x86 {
             }
             i += 32;
         }
-        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
-        let mut total = _mm_cvtss_f32(one);
+        let mut total = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
         while i < n {
             total += a[i] * b[i];
             i += 1;
@@ -159,14 +262,19 @@ mod tests {
             let data = quantize(ty, &w).unwrap();
             let mut dense = vec![0.0; n * k];
             dequantize(ty, &data, &mut dense);
-            for m in [1, 3] {
+            for m in [1, 3, INTEGER_ROWS + 1] {
                 let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
                 let got = quantized_matmul(&x, QuantRows { ty, data: &data, rows: n, cols: k }, m);
+                let integer = m <= INTEGER_ROWS && int_dot_available(ty);
                 for mm in 0..m {
                     for r in 0..n {
                         let want: f32 = (0..k).map(|i| x[mm * k + i] * dense[r * k + i]).sum();
+                        let weights: f32 = (0..k).map(|i| dense[r * k + i].abs()).sum();
                         let g = got[mm * n + r];
-                        assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} m={m} [{mm}, {r}]: {g} vs {want}");
+                        // Q8 activations (|x| <= 1 here): each off by at most 1/254 of its block's
+                        // largest, times its weight; f32 activations: rounding only.
+                        let tolerance = if integer { weights / 254.0 + 1e-4 } else { 1e-4 * (1.0 + want.abs()) };
+                        assert!((g - want).abs() <= tolerance, "{ty} m={m} [{mm}, {r}]: {g} vs {want}");
                     }
                 }
             }
