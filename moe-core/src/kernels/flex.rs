@@ -235,20 +235,27 @@ pub(super) fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> 
     }
 }
 
-/// A flex tensor's values as contiguous f32, and its dtype.
+/// A flex tensor's values as contiguous f32 (borrowed when they already are), and its dtype.
 fn f32_rows(x: &FlexTensor) -> Option<(std::borrow::Cow<'_, [f32]>, DType)> {
     use std::borrow::Cow;
-    if x.is_contiguous() && x.dtype() == DType::F32 {
-        return Some((Cow::Borrowed(x.as_slice::<f32>()?), DType::F32));
+    let dtype = x.dtype();
+    if !x.is_contiguous() {
+        return Some((Cow::Owned(widen(&x.to_contiguous())?), dtype));
     }
-    let x = x.to_contiguous();
-    let rows: Vec<f32> = match x.dtype() {
+    match dtype {
+        DType::F32 => Some((Cow::Borrowed(x.as_slice::<f32>()?), dtype)),
+        _ => Some((Cow::Owned(widen(x)?), dtype)),
+    }
+}
+
+/// A contiguous f32/f16/bf16 tensor's values as f32.
+fn widen(x: &FlexTensor) -> Option<Vec<f32>> {
+    Some(match x.dtype() {
         DType::F32 => x.as_slice::<f32>()?.to_vec(),
         DType::F16 => x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect(),
         DType::BF16 => x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect(),
         _ => return None,
-    };
-    Some((Cow::Owned(rows), x.dtype()))
+    })
 }
 
 /// f32 results as tensor data of `dtype`.
@@ -269,34 +276,10 @@ fn run(x: &FlexTensor, w: &FlexTensor, m: usize, k: usize, n: usize) -> Option<F
         DType::BF16 => Weights::Bf16(w.as_slice::<bf16>()?),
         _ => return None,
     };
-    let x_contiguous;
-    let x = if x.is_contiguous() {
-        x
-    } else {
-        x_contiguous = x.to_contiguous();
-        &x_contiguous
-    };
-    let x_f32: Vec<f32>;
-    let rows = match x.dtype() {
-        DType::F32 => x.as_slice::<f32>()?,
-        DType::F16 => {
-            x_f32 = x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect();
-            &x_f32
-        }
-        DType::BF16 => {
-            x_f32 = x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect();
-            &x_f32
-        }
-        _ => return None,
-    };
+    let (rows, dtype) = f32_rows(x)?;
     let out =
-        if m <= SKINNY_ROWS { skinny_matmul(rows, weights, m, k, n) } else { blocked_matmul(rows, weights, m, k, n) };
-    let shape = [m, n];
-    let data = match x.dtype() {
-        DType::F16 => TensorData::new(out.into_iter().map(f16::from_f32).collect::<Vec<_>>(), shape),
-        DType::BF16 => TensorData::new(out.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape),
-        _ => TensorData::new(out, shape),
-    };
+        if m <= SKINNY_ROWS { skinny_matmul(&rows, weights, m, k, n) } else { blocked_matmul(&rows, weights, m, k, n) };
+    let data = in_dtype(out, [m, n], dtype);
     Some(FlexTensor::from_data(data))
 }
 

@@ -19,7 +19,6 @@ mod swiglu;
 mod test_support;
 mod weights;
 
-use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -154,24 +153,6 @@ pub fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> Result<
     }
 }
 
-/// A bias-free or biased [`Linear`] layer through [`matmul_weight`].
-///
-/// # Shapes
-/// - `x`: `[..., d_input]` -> `[..., d_output]`
-pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let mut shape = x.dims();
-    let d_in = shape[D - 1];
-    let weight = layer.weight.val(); // [d_input, d_output]
-    shape[D - 1] = weight.dims()[1];
-    let rows = x.shape().num_elements() / d_in.max(1);
-    let out = matmul_weight(x.reshape([rows, d_in]), weight);
-    let out = match &layer.bias {
-        Some(bias) => out + bias.val().unsqueeze::<2>(),
-        None => out,
-    };
-    out.reshape(shape)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +166,8 @@ mod tests {
             let layer = LinearConfig::new(48, 200).with_bias(bias).init::<B>(device);
             let x = Tensor::<B, 3>::random([1, rows, 48], Distribution::Normal(0.0, 1.0), device);
             let want = layer.forward(x.clone());
-            linear(&layer, x).into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+            let got = crate::nn::Projection::from(layer).forward(x);
+            got.into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
         }
         // A `[1, K, N]` slice of a stacked tensor.
         let stacked = Tensor::<B, 3>::random([3, 40, 24], Distribution::Normal(0.0, 1.0), device);

@@ -1,8 +1,8 @@
-use crate::kernels::linear;
 use crate::nn::functional::{positive_reciprocal, softmax};
+use crate::nn::Projection;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
@@ -23,7 +23,7 @@ impl RouterConfig {
     /// A router with a freshly initialised gate.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Router<B> {
         Router {
-            gate: LinearConfig::new(self.d_model, self.n_experts).with_bias(false).init(device),
+            gate: LinearConfig::new(self.d_model, self.n_experts).with_bias(false).init(device).into(),
             top_k: self.top_k,
         }
     }
@@ -33,7 +33,7 @@ impl RouterConfig {
 #[derive(Module, Debug)]
 pub struct Router<B: Backend> {
     /// `[D, E]`; the checkpoint's `block_sparse_moe.gate`.
-    pub gate: Linear<B>,
+    pub gate: Projection<B>,
     /// Experts per token `K` (change it with [`SparseMoe::set_top_k`](super::SparseMoe::set_top_k),
     /// which validates it).
     pub top_k: usize,
@@ -57,7 +57,7 @@ impl<B: Backend> Router<B> {
         let dtype = x.dtype();
         // The softmax over experts is taken in f32 as in HF: in bf16 the top-k order and the
         // renormalised weights would change.
-        let logits = linear(&self.gate, x).cast(FloatDType::F32); // [T, E]
+        let logits = self.gate.forward(x).cast(FloatDType::F32); // [T, E]
         let probs = softmax(logits.clone(), 1);
         let experts = top_k_indices(probs.clone(), self.top_k); // [T, K]
         let weights = probs.gather(1, experts.clone()); // [T, K]

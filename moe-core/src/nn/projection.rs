@@ -7,7 +7,7 @@ use crate::kernels::{matmul_weight, quantized_linear};
 use crate::quant::QuantMatrix;
 
 /// A linear projection `x @ W (+ b)` whose weight may stay quantized: every projection of the
-/// model (attention, experts, LM head) is one.
+/// model (attention, experts, router, LM head) is one.
 ///
 /// The fields are `burn::nn::Linear`'s (a `From<Linear>` converts), so records and parameter
 /// paths are the same. Loaded from a quantized GGUF file, `quantized` holds the blocks and
