@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 use moe_core::config::MixtralConfig;
-use moe_core::gguf::{load_gguf_file, GgufFile};
+use moe_core::gguf::{convert_to_gguf, load_gguf_file, GgmlType, GgufExport, GgufFile};
 use moe_core::io::load_hub_checkpoint;
 
 use crate::layer::LayerShape;
@@ -28,6 +28,9 @@ enum Command {
     MoeLayer(LayerArgs),
     /// Prompt and decode tokens/s of a random-weight Mixtral-shaped model, and its bandwidth floor.
     Decode(DecodeArgs),
+    /// Write a random-weight Mixtral-shaped GGUF file (quantized), one tensor at a time: a
+    /// full-size model to load, time and compare with llama.cpp, in the disk space of its blocks.
+    RandomGguf(RandomGgufArgs),
 }
 
 #[derive(Args)]
@@ -79,9 +82,32 @@ struct DecodeArgs {
     /// with, instead of random weights of a preset's shape.
     #[arg(long, conflicts_with_all = ["preset", "vocab", "d_model", "d_ff", "heads", "kv_heads", "experts", "top_k"])]
     model: Option<PathBuf>,
-    /// Shape: tiny, mixtral-8x7b or mixtral-8x22b (random weights), changed by the flags below.
-    #[arg(long, default_value = "tiny")]
-    preset: String,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Prompt tokens per sequence (random ids).
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    /// Tokens to generate per sequence.
+    #[arg(long, short = 'n', default_value_t = 32)]
+    new_tokens: usize,
+    /// Memory bandwidth for the floor in GB/s (default: measure host memory).
+    #[arg(long)]
+    bandwidth_gbs: Option<f64>,
+    /// Timed runs (after one untimed warm-up); the median prompt and decode speeds are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+}
+
+/// A model shape: a preset changed by flags.
+#[derive(Args)]
+struct ShapeArgs {
+    /// Shape: tiny, mixtral-8x7b or mixtral-8x22b (random weights), changed by the flags below
+    /// (default: tiny; mixtral-8x7b for random-gguf).
+    #[arg(long)]
+    preset: Option<String>,
     /// Keep only this many layers (of the preset or the checkpoint).
     #[arg(long)]
     layers: Option<usize>,
@@ -106,21 +132,23 @@ struct DecodeArgs {
     /// Experts per token `K`.
     #[arg(long)]
     top_k: Option<usize>,
-    /// Sequences decoded together.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
-    /// Prompt tokens per sequence (random ids).
-    #[arg(long, default_value_t = 128)]
-    prompt_len: usize,
-    /// Tokens to generate per sequence.
-    #[arg(long, short = 'n', default_value_t = 32)]
-    new_tokens: usize,
-    /// Memory bandwidth for the floor in GB/s (default: measure host memory).
+}
+
+#[derive(Args)]
+struct RandomGgufArgs {
+    /// The GGUF file to write.
+    output: PathBuf,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Type of the expert matrices: q4_0, q4_k, q8_0, q6_k, f16, bf16 or f32.
+    #[arg(long = "type", default_value = "q4_0")]
+    weight_type: GgmlType,
+    /// Type of the embedding, attention and LM head (default: the experts' type).
     #[arg(long)]
-    bandwidth_gbs: Option<f64>,
-    /// Timed runs (after one untimed warm-up); the median prompt and decode speeds are reported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    runs: u64,
+    dense_type: Option<GgmlType>,
+    /// Same seed, same weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 pub fn run() -> Result<()> {
@@ -128,6 +156,7 @@ pub fn run() -> Result<()> {
     let common = match &cli.command {
         Command::MoeLayer(a) => &a.common,
         Command::Decode(a) => &a.common,
+        Command::RandomGguf(a) => return random_gguf(a),
     };
     let (kind, precision) = (common.backend, common.dtype);
     run_on(kind, precision, cli.command)?
@@ -143,6 +172,7 @@ impl BackendTask for Command {
 
 fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
     match command {
+        Command::RandomGguf(a) => random_gguf(&a)?,
         Command::MoeLayer(a) => {
             if a.top_k == 0 || a.top_k > a.experts || a.tokens == 0 || a.d_model == 0 || a.d_ff == 0 {
                 bail!("need tokens, d_model, d_ff >= 1 and 1 <= top_k <= experts");
@@ -167,7 +197,7 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
                         load_hub_checkpoint::<B>(dir, &device)
                     };
                     let mut model = model.with_context(|| format!("cannot load model {}", dir.display()))?;
-                    if let Some(layers) = a.layers {
+                    if let Some(layers) = a.shape.layers {
                         anyhow::ensure!(
                             (1..=model.layers.len()).contains(&layers),
                             "--layers must be in 1..={} for this checkpoint",
@@ -178,7 +208,10 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
                     }
                     model
                 }
-                None => crate::decode::random_model::<B>(&decode_shape(&a)?, &device),
+                None => crate::decode::random_model::<B>(
+                    &decode_shape(&a.shape, "tiny", a.prompt_len + a.new_tokens)?,
+                    &device,
+                ),
             };
             let run = crate::decode::DecodeRun {
                 backend: a.common.backend,
@@ -206,10 +239,32 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
     Ok(())
 }
 
-/// The preset named by `--preset`, changed by the shape flags, with room for the prompt and
-/// the tokens to generate.
-fn decode_shape(a: &DecodeArgs) -> Result<MixtralConfig> {
-    let mut config = match a.preset.as_str() {
+/// Writes `moe-bench random-gguf`'s file, showing progress.
+fn random_gguf(a: &RandomGgufArgs) -> Result<()> {
+    let config = decode_shape(&a.shape, "mixtral-8x7b", 0)?;
+    let options = GgufExport::experts_only(a.weight_type, a.dense_type.unwrap_or(a.weight_type))
+        .with_metadata(crate::random_gguf::synthetic_vocab(config.vocab_size))
+        .with_progress(|n, total, name| eprint!("\rtensor {n}/{total} {name:40.40}"));
+    let weights = crate::random_gguf::RandomTensors::new(config.clone(), a.seed);
+    let started = std::time::Instant::now();
+    convert_to_gguf(&config, &weights, &a.output, &options)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!();
+    println!(
+        "wrote {} ({:.2} GB, {} parameters) in {:.0} s",
+        a.output.display(),
+        bytes as f64 / 1e9,
+        config.num_params(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The preset named by `--preset` (else `default`), changed by the shape flags, with room for
+/// `positions` tokens.
+fn decode_shape(a: &ShapeArgs, default: &str, positions: usize) -> Result<MixtralConfig> {
+    let mut config = match a.preset.as_deref().unwrap_or(default) {
         "tiny" => MixtralConfig::tiny(),
         "mixtral-8x7b" => MixtralConfig::mixtral_8x7b(),
         "mixtral-8x22b" => MixtralConfig::mixtral_8x22b(),
@@ -231,7 +286,7 @@ fn decode_shape(a: &DecodeArgs) -> Result<MixtralConfig> {
     if a.d_model.is_some() || a.heads.is_some() {
         config.head_dim = config.d_model / config.n_heads.max(1);
     }
-    config.max_seq_len = config.max_seq_len.max(a.prompt_len + a.new_tokens);
+    config.max_seq_len = config.max_seq_len.max(positions);
     config.validate()?;
     Ok(config)
 }

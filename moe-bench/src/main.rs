@@ -3,6 +3,7 @@
 mod cli;
 mod decode;
 mod layer;
+mod random_gguf;
 mod timing;
 
 fn main() -> std::process::ExitCode {

@@ -312,8 +312,9 @@ fn ragged_prompts_batch_like_single_prompts() {
 
 /// GGUF end to end: a Hub folder with its tokenizer quantized to a GGUF file, which then
 /// generates from a text prompt with no other file (its tokenizer inside) and inspects; greedy
-/// tokens equal those of the model the file was loaded as in the library; damaged files and
-/// types this version cannot write are errors.
+/// tokens equal those of the model the file was loaded as in the library, and of the folder
+/// quantized as it loads (`--quantize`); damaged files and types this version cannot write are
+/// errors.
 #[test]
 fn quantize_to_gguf_then_generate_from_the_file_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,6 +346,12 @@ fn quantize_to_gguf_then_generate_from_the_file_alone() {
         json(&moe_infer(&a))
     };
     assert_eq!(with_hub_tokenizer["token_ids"], got["token_ids"], "the file's tokenizer is the folder's");
+    // Quantized as it loads instead: the same blocks, so the same tokens.
+    let hub_arg = hub.to_str().unwrap();
+    let mut on_load = args.to_vec();
+    on_load[2] = hub_arg;
+    on_load.extend(["--quantize", "q4_0"]);
+    assert_eq!(json(&moe_infer(&on_load))["token_ids"], got["token_ids"], "--quantize q4_0 vs the q4_0 file");
 
     let info = json(&moe_infer(&["inspect", "--model", gguf, "--json"]));
     assert_eq!(info["config"]["n_experts"], 4);
@@ -354,7 +361,15 @@ fn quantize_to_gguf_then_generate_from_the_file_alone() {
     std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
     for (args, needle) in [
         (vec!["generate", "--model", broken.to_str().unwrap(), "--prompt-ids", "1"], "truncated"),
-        (vec!["quantize", hub.to_str().unwrap(), "x.gguf", "--type", "q4_k"], "this version writes"),
+        (vec!["quantize", hub.to_str().unwrap(), "x.gguf", "--type", "q5_k"], "this version writes"),
+        (
+            vec!["generate", "--model", hub.to_str().unwrap(), "--prompt-ids", "1", "--quantize", "f16"],
+            "block types are",
+        ),
+        (
+            vec!["generate", "--model", hub.to_str().unwrap(), "--prompt-ids", "1", "--quantize-experts-only"],
+            "--quantize",
+        ),
         (vec!["quantize", hub.to_str().unwrap(), "x.gguf", "--type", "q9"], "unknown type"),
     ] {
         let out = moe_infer(&args);

@@ -1,4 +1,6 @@
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 
@@ -23,24 +25,45 @@ pub struct GgufExport {
     /// Metadata written after the model's own (a tokenizer's `tokenizer.ggml.*` keys, which
     /// llama.cpp needs to run the file).
     pub metadata: Vec<(String, GgufValue)>,
+    /// Told of each tensor as it is encoded (a large model takes minutes).
+    pub progress: Option<Progress>,
+}
+
+/// A callback given `(tensor number from 1, tensors in all, tensor name)`.
+pub type ProgressFn = dyn Fn(usize, usize, &str) + Send + Sync;
+
+/// [`GgufExport::progress`]: a shared [`ProgressFn`].
+#[derive(Clone)]
+pub struct Progress(pub Arc<ProgressFn>);
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 impl GgufExport {
     /// Every matrix as `ty`. Norm weights and routers stay f32 whatever the type, as
     /// llama.cpp's `llama-quantize` keeps them.
     pub fn new(ty: GgmlType) -> Self {
-        Self { experts: ty, dense: ty, metadata: Vec::new() }
+        Self { experts: ty, dense: ty, metadata: Vec::new(), progress: None }
     }
 
     /// Expert matrices as `experts`, the rest as `dense` (quantize the experts only, keeping
     /// attention in higher precision).
     pub fn experts_only(experts: GgmlType, dense: GgmlType) -> Self {
-        Self { experts, dense, metadata: Vec::new() }
+        Self { experts, dense, metadata: Vec::new(), progress: None }
     }
 
     /// Adds metadata entries.
     pub fn with_metadata(mut self, metadata: Vec<(String, GgufValue)>) -> Self {
         self.metadata.extend(metadata);
+        self
+    }
+
+    /// Calls `progress(n, total, name)` as tensor `n` of `total` is encoded.
+    pub fn with_progress(mut self, progress: impl Fn(usize, usize, &str) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress(Arc::new(progress)));
         self
     }
 }
@@ -158,6 +181,9 @@ fn write_mixtral_gguf(
     let mut metadata = mixtral_metadata(config, "burn-moe");
     metadata.extend(options.metadata.iter().cloned());
     write_gguf(path, &metadata, &plan, |i| {
+        if let Some(Progress(progress)) = &options.progress {
+            progress(i + 1, plan.len(), &plan[i].name);
+        }
         let values = match contents[i] {
             Content::Param { param, part, heads } => {
                 let v = values(param, part)?;

@@ -26,9 +26,11 @@ mod export;
 pub mod hub_keys;
 mod hub_weights;
 mod import;
+mod quantize_on_load;
 
 pub use checkpoint_tensors::CheckpointTensors;
 pub use export::{save_hub_checkpoint, WeightDtype};
 pub use hub_keys::HubParam;
 pub use hub_weights::{HostTensor, HubWeights};
 pub use import::{load_hub_checkpoint, load_hub_weights};
+pub use quantize_on_load::QuantizeOnLoad;

@@ -11,6 +11,7 @@
 mod blocked;
 #[cfg(feature = "flex")]
 mod flex;
+mod int_dot;
 mod quantized;
 mod rope;
 mod skinny;

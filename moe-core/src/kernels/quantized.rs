@@ -1,20 +1,36 @@
 //! `out = x · wᵀ` with `w` a matrix of GGUF-quantized rows, read as the file stores them: decode
 //! reads 4.5 bits per weight for Q4_0 and 8.5 for Q8_0 instead of 32.
 //!
-//! `w` is `[N, K]` in ggml's layout (row `n` holds output `n`'s `K` weights in blocks). Each of
-//! rayon's tasks takes a band of rows; a row is decoded once into an f32 buffer that stays in L1
-//! and then dotted with every row of `x`. The activations stay f32: unlike llama.cpp, which
-//! rounds them to 8 bits for integer dot products, this computes exactly the product with the
-//! dequantized weights (the tests hold it to [`crate::quant::dequantize`] + a plain product).
+//! `w` is `[N, K]` in ggml's layout (row `n` holds output `n`'s `K` weights in blocks). Two
+//! paths, by the number of activation rows `M`:
+//! - **Decoding** (`M <= INTEGER_ROWS`, types with an integer dot product): the activations are
+//!   rounded to 8 bits and each weight row is dotted with them in integers ([`super::int_dot`]),
+//!   bands of rows shared among rayon's threads. The work per weight is a few instructions, so
+//!   the weights stream at the memory's speed.
+//! - **Prompts** (more rows): the register-blocked kernel of [`super::blocked`], fed panels of
+//!   weights decoded to f32 (`16` rows by `256` inputs at a time, transposed into the kernel's
+//!   tiles). Each weight is decoded once per call and used by all `M` rows, so the time is the
+//!   kernel's arithmetic; the activations stay f32 and the product is exactly the one with the
+//!   dequantized weights (the tests hold it to [`crate::quant::dequantize`] + a plain product).
+//!
 //! Q4_0 and Q8_0 rows decode with AVX2 where the CPU has it; other types through the portable
 //! dequantizer.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
+use super::blocked::{tiled, Panels, TILE};
+use super::int_dot::{self, int_dot, Q8Rows};
 use crate::quant::{dequantize, GgmlType, QuantRows};
 
-/// Rows per task: enough work to amortise handing it out, small enough to share among threads.
+/// Rows per task of the decoding path: enough work to amortise handing it out, small enough to
+/// share among threads.
 const BAND: usize = 16;
+
+/// Up to this many rows of activations (decoding) take the integer path; longer inputs
+/// (prompts) the f32 one, where the work is arithmetic, not reading.
+pub const INTEGER_ROWS: usize = 8;
 
 /// `out[m, n] = Σ_k x[m, k] · w[n, k]`.
 ///
@@ -28,25 +44,24 @@ pub fn quantized_matmul(x: &[f32], w: QuantRows<'_>, m: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
     let row_bytes = w.ty.row_bytes(k).expect("rows are whole blocks");
     assert_eq!(w.data.len(), n * row_bytes, "w is not {n} rows of {k} {} values", w.ty);
-    // Decoding: Q8 activations and integer dot products, where this CPU has them.
-    let q8 = (m <= INTEGER_ROWS && int_dot_available(w.ty)).then(|| Q8Rows::new(x, m, k));
+    if m <= INTEGER_ROWS && int_dot::available(w.ty) {
+        return integer(x, w, m, row_bytes);
+    }
+    tiled(x, &Rows { w, row_bytes }, m, k, n)
+}
+
+/// The decoding path: Q8 activations, integer dot products.
+fn integer(x: &[f32], w: QuantRows<'_>, m: usize, row_bytes: usize) -> Vec<f32> {
+    let (n, k) = (w.rows, w.cols);
+    let q8 = Q8Rows::new(x, m, k);
     // Transposed output `[N, M]`: each task owns whole rows of it.
     let mut out_t = vec![0.0f32; n * m];
     let work = |(band, out): (usize, &mut [f32])| {
-        let mut row = Vec::new();
         for (i, out) in out.chunks_exact_mut(m).enumerate() {
             let r = band * BAND + i;
             let blocks = &w.data[r * row_bytes..(r + 1) * row_bytes];
-            if let Some(q8) = &q8 {
-                for (mm, o) in out.iter_mut().enumerate() {
-                    *o = int_dot(w.ty, blocks, q8, mm);
-                }
-                continue;
-            }
-            row.resize(k, 0.0);
-            decode_row(w.ty, blocks, &mut row);
-            for (o, x) in out.iter_mut().zip(x.chunks_exact(k)) {
-                *o = dot(x, &row);
+            for (mm, o) in out.iter_mut().enumerate() {
+                *o = int_dot(w.ty, blocks, q8.row(mm));
             }
         }
     };
@@ -67,62 +82,42 @@ pub fn quantized_matmul(x: &[f32], w: QuantRows<'_>, m: usize) -> Vec<f32> {
     out
 }
 
-/// Up to this many rows of activations (decoding) take the integer path: the activations are
-/// rounded to Q8_0 blocks (8 bits and a scale per 32 values) as llama.cpp rounds them, and each
-/// weight block's products are summed in integers. That reads a Q4_0 block in a handful of
-/// instructions instead of widening every weight to f32, which is what decoding at the memory
-/// bandwidth needs; the rounding moves logits by about what llama.cpp's does (tests). Longer
-/// inputs (prompts) keep f32 activations: there the work is arithmetic, not reading.
-pub const INTEGER_ROWS: usize = 8;
-
-/// Activations rounded to Q8_0: `q[m][k]` with one scale per 32 values.
-struct Q8Rows {
-    q: Vec<i8>,
-    scales: Vec<f32>,
-    k: usize,
+/// Quantized rows as the blocked kernel's panels: `w`'s rows are the product's columns.
+struct Rows<'a> {
+    w: QuantRows<'a>,
+    row_bytes: usize,
 }
 
-impl Q8Rows {
-    /// ggml's `quantize_row_q8_0`: `d = max|x| / 127`, `q = round(x / d)`.
-    fn new(x: &[f32], m: usize, k: usize) -> Self {
-        let mut q = vec![0i8; m * k];
-        let mut scales = Vec::with_capacity(m * k / 32);
-        for (x, q) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)) {
-            let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            q.iter_mut().zip(x).for_each(|(q, v)| *q = (v * id).round() as i8);
-            scales.push(d);
+impl Rows<'_> {
+    /// The blocks of inputs `inputs` of row `r` (whole blocks).
+    fn blocks(&self, r: usize, inputs: Range<usize>) -> &[u8] {
+        let (bs, ts) = (self.w.ty.block_size(), self.w.ty.type_size());
+        &self.w.data[r * self.row_bytes + inputs.start / bs * ts..r * self.row_bytes + inputs.end / bs * ts]
+    }
+}
+
+impl Panels for Rows<'_> {
+    unsafe fn pack(&self, cols: Range<usize>, k0: usize, depth: usize, packed: &mut [f32]) {
+        let mut row = vec![0.0f32; depth];
+        for (t, c) in cols.step_by(TILE).enumerate() {
+            let tile = &mut packed[t * depth * TILE..(t + 1) * depth * TILE];
+            for j in 0..TILE {
+                decode_row(self.w.ty, self.blocks(c + j, k0..k0 + depth), &mut row);
+                for (r, v) in row.iter().enumerate() {
+                    tile[r * TILE + j] = *v;
+                }
+            }
         }
-        Self { q, scales, k }
     }
 
-    fn row(&self, m: usize) -> (&[i8], &[f32]) {
-        (&self.q[m * self.k..(m + 1) * self.k], &self.scales[m * self.k / 32..(m + 1) * self.k / 32])
-    }
-}
-
-fn int_dot_available(ty: GgmlType) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
-        return super::weights::has_avx2_fma_f16c();
-    }
-    let _ = ty;
-    false
-}
-
-/// `Σ_k w[k] · x[m, k]` over Q4_0/Q8_0 blocks and Q8 activations.
-fn int_dot(ty: GgmlType, blocks: &[u8], x: &Q8Rows, m: usize) -> f32 {
-    let (q, scales) = x.row(m);
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: `int_dot_available` checked AVX2, FMA and F16C and the type.
-        unsafe { x86::int_dot(ty, blocks, q, scales) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (ty, blocks, q, scales);
-        unreachable!("int_dot_available is false off x86")
+    fn columns(&self, x: &[f32], m: usize, k: usize, cols: Range<usize>, band: &mut [f32], width: usize, first: usize) {
+        let mut row = vec![0.0f32; k];
+        for (j, r) in cols.enumerate() {
+            decode_row(self.w.ty, self.blocks(r, 0..k), &mut row);
+            for (out, x) in band.chunks_exact_mut(width).zip(x.chunks_exact(k)).take(m) {
+                out[first + j] += dot(x, &row);
+            }
+        }
     }
 }
 
@@ -187,36 +182,6 @@ mod x86 {
         }
     }
 
-    /// `Σ_b d_w[b] · d_x[b] · Σ_j q_w[b, j] · q_x[b, j]`: Q4_0 or Q8_0 weight blocks against Q8
-    /// activations. The 8-bit products are summed pairwise by `maddubs` (which multiplies
-    /// unsigned by signed bytes, so the weights' signs move onto the activations first) and
-    /// then in 32 bits.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn int_dot(ty: GgmlType, blocks: &[u8], q: &[i8], scales: &[f32]) -> f32 {
-        let size = ty.type_size();
-        let ones = _mm256_set1_epi16(1);
-        let (mask, eight) = (_mm_set1_epi8(0x0F), _mm256_set1_epi8(8));
-        let mut acc = _mm256_setzero_ps();
-        for ((b, qx), dx) in blocks.chunks_exact(size).zip(q.chunks_exact(32)).zip(scales) {
-            let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32() * dx;
-            let w = match ty {
-                GgmlType::Q8_0 => _mm256_loadu_si256(b.as_ptr().add(2).cast()),
-                _ => {
-                    // Low nibbles are values 0..16, high nibbles 16..32; both minus 8.
-                    let packed = _mm_loadu_si128(b.as_ptr().add(2).cast());
-                    let lo = _mm_and_si128(packed, mask);
-                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-                    _mm256_sub_epi8(_mm256_set_m128i(hi, lo), eight)
-                }
-            };
-            let x = _mm256_loadu_si256(qx.as_ptr().cast());
-            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), sums, acc);
-        }
-        hsum(acc)
-    }
-
     /// The sum of the 8 lanes.
     #[target_feature(enable = "avx2")]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -252,20 +217,20 @@ mod tests {
     use super::*;
     use crate::quant::quantize;
 
-    /// Every readable type, shapes with and without a remainder of rows per band, one and
-    /// several activation rows: the product with the dequantized matrix.
+    /// Every type with a fast path and two without, rows that fill neither a band nor a tile, one
+    /// and several activation rows on both paths: the product with the dequantized matrix.
     #[test]
     fn equals_the_product_with_the_dequantized_matrix() {
         let (n, k) = (37, 512);
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::F16, GgmlType::F32] {
             let data = quantize(ty, &w).unwrap();
             let mut dense = vec![0.0; n * k];
             dequantize(ty, &data, &mut dense);
-            for m in [1, 3, INTEGER_ROWS + 1] {
+            for m in [1, 3, INTEGER_ROWS + 1, 20] {
                 let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
                 let got = quantized_matmul(&x, QuantRows { ty, data: &data, rows: n, cols: k }, m);
-                let integer = m <= INTEGER_ROWS && int_dot_available(ty);
+                let integer = m <= INTEGER_ROWS && int_dot::available(ty);
                 for mm in 0..m {
                     for r in 0..n {
                         let want: f32 = (0..k).map(|i| x[mm * k + i] * dense[r * k + i]).sum();

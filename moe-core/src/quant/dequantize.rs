@@ -152,7 +152,7 @@ fn unpack_q3_k_scales(packed: &[u8]) -> [u8; 16] {
 
 /// Scale and minimum `j` (of 8) of the 12 packed bytes of Q4_K and Q5_K (ggml's
 /// `get_scale_min_k4`).
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
-use moe_core::gguf::{load_gguf_file, GgufFile};
-use moe_core::io::load_hub_checkpoint;
+use moe_core::config::MixtralConfig;
+use moe_core::gguf::{load_gguf_file, mixtral_config, GgmlType, GgufFile, GgufWeights};
+use moe_core::io::{load_hub_checkpoint, load_hub_weights, CheckpointTensors, HubWeights, QuantizeOnLoad};
 use moe_core::model::Mixtral;
 use moe_infer::{SamplingConfig, TextTokenizer};
 
@@ -36,7 +37,7 @@ enum Command {
     Score(score::ScoreArgs),
     /// Shape, parameter counts (total and active per token) and memory needed per dtype.
     Inspect(inspect::InspectArgs),
-    /// Write a checkpoint (Hub folder or GGUF) as a GGUF file of quantized weights (q8_0, q4_0).
+    /// Write a checkpoint (Hub folder or GGUF) as a GGUF file of quantized weights (q8_0, q4_0, q4_k, q6_k).
     Quantize(quantize::QuantizeArgs),
 }
 
@@ -58,6 +59,15 @@ struct ModelArgs {
     /// tokenizer.json to use instead of MODEL/tokenizer.json (or the GGUF file's own).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Quantize the weights as they load: q8_0, q4_0, q4_k (4.5 bits per weight) or q6_k.
+    /// Attention, expert and LM-head matrices stay in blocks (on flex they are multiplied as
+    /// blocks; other backends widen them when first used). Tensors a GGUF file already holds in
+    /// blocks keep their type.
+    #[arg(long, value_name = "TYPE")]
+    quantize: Option<GgmlType>,
+    /// With --quantize: quantize the experts only; attention and LM head stay floats.
+    #[arg(long, requires = "quantize")]
+    quantize_experts_only: bool,
 }
 
 #[derive(Args)]
@@ -130,16 +140,44 @@ impl BackendTask for Command {
 /// Loads `--model`, routing `experts_per_token` experts per token if given.
 fn load<B: Backend>(args: &ModelArgs, experts_per_token: Option<usize>, device: &B::Device) -> Result<Mixtral<B>> {
     let path = &args.model;
-    let model = if path.is_file() {
-        GgufFile::open(path).and_then(|file| load_gguf_file::<B>(std::sync::Arc::new(file), device))
-    } else {
-        load_hub_checkpoint::<B>(path, device)
+    let model = match args.quantize {
+        Some(ty) => load_quantized(args, ty, device),
+        None if path.is_file() => {
+            GgufFile::open(path).and_then(|file| load_gguf_file::<B>(std::sync::Arc::new(file), device))
+        }
+        None => load_hub_checkpoint::<B>(path, device),
     };
     let mut model = model.with_context(|| format!("cannot load model {}", path.display()))?;
     if let Some(k) = experts_per_token {
         model.set_experts_per_token(k).context("--experts-per-token")?;
     }
     Ok(model)
+}
+
+/// `--model` with `--quantize TYPE`.
+fn load_quantized<B: Backend>(args: &ModelArgs, ty: GgmlType, device: &B::Device) -> moe_core::Result<Mixtral<B>> {
+    fn with<W: CheckpointTensors, B: Backend>(
+        args: &ModelArgs,
+        ty: GgmlType,
+        config: &MixtralConfig,
+        weights: W,
+        device: &B::Device,
+    ) -> moe_core::Result<Mixtral<B>> {
+        let weights = match args.quantize_experts_only {
+            true => QuantizeOnLoad::experts_only(weights, ty)?,
+            false => QuantizeOnLoad::new(weights, ty)?,
+        };
+        load_hub_weights(config, &weights, device)
+    }
+    let path = &args.model;
+    if path.is_file() {
+        let file = std::sync::Arc::new(GgufFile::open(path)?);
+        let config = mixtral_config(&file)?;
+        with(args, ty, &config, GgufWeights::new(file, &config)?, device)
+    } else {
+        let config = MixtralConfig::from_hf_file(path.join("config.json"))?;
+        with(args, ty, &config, HubWeights::open(path)?, device)
+    }
 }
 
 /// `--tokenizer`, else the GGUF file's tokenizer or MODEL/tokenizer.json if there is one;

@@ -2,7 +2,7 @@
 //! weights, tensor by tensor (a model larger than memory converts), with its tokenizer.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use moe_core::config::MixtralConfig;
 use moe_core::gguf::{convert_to_gguf, mixtral_config, GgmlType, GgufExport, GgufFile, GgufWeights, WRITABLE};
-use moe_core::io::{CheckpointTensors, HostTensor, HubParam, HubWeights};
+use moe_core::io::HubWeights;
 use moe_infer::TextTokenizer;
 
 #[derive(Args)]
@@ -19,7 +19,7 @@ pub struct QuantizeArgs {
     input: PathBuf,
     /// The GGUF file to write.
     output: PathBuf,
-    /// Weight type: q8_0, q4_0 (4.5 bits per weight), f16, bf16 or f32.
+    /// Weight type: q8_0, q4_0 or q4_k (4.5 bits per weight), q6_k, f16, bf16 or f32.
     #[arg(long = "type", default_value = "q8_0")]
     weight_type: GgmlType,
     /// Quantize the expert matrices only; embedding, attention and LM head are written as f16.
@@ -39,7 +39,11 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         GgufExport::experts_only(args.weight_type, GgmlType::F16)
     } else {
         GgufExport::new(args.weight_type)
-    };
+    }
+    .with_progress(|n, total, name| {
+        eprint!("\rquantizing: tensor {n}/{total} {name:40.40}");
+        let _ = std::io::stderr().flush();
+    });
     let started = Instant::now();
     if args.input.is_file() {
         let file =
@@ -48,7 +52,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         // The tokenizer travels as it is.
         let tokenizer = file.metadata().iter().filter(|(k, _)| k.starts_with("tokenizer.ggml."));
         let options = options.with_metadata(tokenizer.map(|(k, v)| (k.clone(), v.clone())).collect());
-        let weights = Progress::new(GgufWeights::new(file.clone(), &config)?, &config);
+        let weights = GgufWeights::new(file.clone(), &config)?;
         convert_to_gguf(&config, &weights, &args.output, &options)?;
     } else {
         let config = MixtralConfig::from_hf_file(args.input.join("config.json"))
@@ -67,7 +71,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
                 options
             }
         };
-        convert_to_gguf(&config, &Progress::new(weights, &config), &args.output, &options)?;
+        convert_to_gguf(&config, &weights, &args.output, &options)?;
     }
     eprintln!();
     let bytes = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
@@ -78,36 +82,4 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Checkpoint tensors that report on stderr how many have been read.
-struct Progress<W> {
-    inner: W,
-    total: usize,
-    read: std::cell::Cell<usize>,
-}
-
-impl<W: CheckpointTensors> Progress<W> {
-    fn new(inner: W, config: &MixtralConfig) -> Self {
-        let total = HubParam::all(config).iter().map(|p| p.keys().len()).sum();
-        Self { inner, total, read: std::cell::Cell::new(0) }
-    }
-}
-
-impl<W: CheckpointTensors> CheckpointTensors for Progress<W> {
-    fn location(&self) -> &Path {
-        self.inner.location()
-    }
-    fn names(&self) -> Vec<String> {
-        self.inner.names()
-    }
-    fn max_params(&self) -> u64 {
-        self.inner.max_params()
-    }
-    fn read_f32(&self, name: &str) -> moe_core::Result<Option<HostTensor>> {
-        self.read.set(self.read.get() + 1);
-        eprint!("\rquantizing: tensor {}/{} {name:60.60}", self.read.get(), self.total);
-        let _ = std::io::stderr().flush();
-        self.inner.read_f32(name)
-    }
 }

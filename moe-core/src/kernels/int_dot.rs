@@ -1,0 +1,254 @@
+//! Dot products of quantized weight rows with activations rounded to 8 bits: the decoding
+//! (matrix-vector) path of [`super::quantized_matmul`].
+//!
+//! Decoding reads every weight once per token, so its speed is how fast weights come from
+//! memory, and a kernel that widens each 4-bit weight to f32 before multiplying cannot keep up
+//! with the memory. llama.cpp's answer, taken here: round the activations to Q8_0 blocks (8 bits
+//! and a scale per 32 values) and sum the products of weight and activation levels in integers,
+//! 32 at a time with AVX2's `maddubs`; the blocks' scales are applied once per block. Q4_0,
+//! Q8_0, Q4_K and Q6_K rows (the types llama.cpp's Q4_0, Q8_0 and Q4_K_M files are made of)
+//! take this path; the rounding moves logits by about what llama.cpp's does (tests).
+//!
+//! The activations' blocks of 32 line up with the weights' (sub-)blocks: Q4_K's sub-blocks are 32
+//! values, Q6_K's scales cover 16 (half an activation block). llama.cpp rounds activations for
+//! the k-quants per 256 values (Q8_K); per 32 is finer, so no less accurate.
+
+use crate::quant::GgmlType;
+
+/// Activations rounded to Q8_0: `q[m][k]` with one scale and one level sum per 32 values.
+pub(super) struct Q8Rows {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    /// `Σ q` of each block: Q4_K's minimums multiply it.
+    sums: Vec<i32>,
+    k: usize,
+}
+
+/// One activation row: levels, scales and sums per block of 32.
+#[derive(Clone, Copy)]
+pub(super) struct Q8Row<'a> {
+    q: &'a [i8],
+    scales: &'a [f32],
+    sums: &'a [i32],
+}
+
+impl Q8Rows {
+    /// ggml's `quantize_row_q8_0`: `d = max|x| / 127`, `q = round(x / d)`.
+    ///
+    /// # Shapes
+    /// - `x`: `[M, K]` row-major, `K` a multiple of 32
+    pub(super) fn new(x: &[f32], m: usize, k: usize) -> Self {
+        assert!(k.is_multiple_of(32) && x.len() == m * k, "x is not [{m}, {k}] in blocks of 32");
+        let mut q = vec![0i8; m * k];
+        let mut scales = Vec::with_capacity(m * k / 32);
+        let mut sums = Vec::with_capacity(m * k / 32);
+        for (x, q) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)) {
+            let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            q.iter_mut().zip(x).for_each(|(q, v)| *q = (v * id).round() as i8);
+            scales.push(d);
+            sums.push(q.iter().map(|&v| v as i32).sum());
+        }
+        Self { q, scales, sums, k }
+    }
+
+    pub(super) fn row(&self, m: usize) -> Q8Row<'_> {
+        let (k, b) = (self.k, self.k / 32);
+        Q8Row {
+            q: &self.q[m * k..(m + 1) * k],
+            scales: &self.scales[m * b..(m + 1) * b],
+            sums: &self.sums[m * b..(m + 1) * b],
+        }
+    }
+}
+
+/// Whether rows of `ty` have an integer dot product on this CPU.
+pub(super) fn available(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K) {
+        return super::weights::has_avx2_fma_f16c();
+    }
+    let _ = ty;
+    false
+}
+
+/// `Σ_k w[k] · x[k]` of one weight row (`blocks`, of type `ty`) and one rounded activation row.
+///
+/// # Panics
+/// If [`available`] is false for `ty`, or the lengths disagree.
+pub(super) fn int_dot(ty: GgmlType, blocks: &[u8], x: Q8Row<'_>) -> f32 {
+    let values = blocks.len() / ty.type_size() * ty.block_size();
+    assert!(available(ty) && values == x.q.len(), "no integer dot for {ty} rows of {} values", x.q.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `available` checked AVX2, FMA and F16C and the type; the lengths agree.
+        unsafe {
+            match ty {
+                GgmlType::Q4_0 => x86::q4_0_q8_0::<false>(blocks, x),
+                GgmlType::Q8_0 => x86::q4_0_q8_0::<true>(blocks, x),
+                GgmlType::Q4K => x86::q4_k(blocks, x),
+                _ => x86::q6_k(blocks, x),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no integer dot products off x86")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Q8Row;
+    use crate::quant::GgmlType;
+
+    /// The f16 at `p` in all 8 lanes, by the F16C instruction. (`half`'s conversion checks the
+    /// CPU on every call, which showed in the profile at one call per 32 weights; and moving
+    /// the 16 bits into a vector register with `_mm_cvtsi32_si128` compiled to an insert into
+    /// whatever register was free, often an accumulator, which chained every block's scale to
+    /// the previous block's sum. A broadcast load depends on nothing.)
+    #[inline(always)]
+    unsafe fn f16x8_at(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned()))
+    }
+
+    /// The f16 at `p` as f32 (see [`f16x8_at`]).
+    #[inline(always)]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned())))
+    }
+
+    /// `Σ_j w[j] · x[j]` over 32 signed byte pairs, in eight 32-bit lanes. `maddubs` multiplies
+    /// unsigned by signed bytes, so the weights' signs move onto the activations first.
+    #[inline(always)]
+    unsafe fn dot32(w: __m256i, x: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    }
+
+    /// Q4_0's 16 bytes of nibbles as 32 signed levels: low nibbles are values 0..16, high ones
+    /// 16..32, both minus 8.
+    #[inline(always)]
+    unsafe fn q4_0_levels(p: *const u8) -> __m256i {
+        let packed = _mm_loadu_si128(p.cast());
+        let mask = _mm_set1_epi8(0x0F);
+        let (lo, hi) = (_mm_and_si128(packed, mask), _mm_and_si128(_mm_srli_epi16(packed, 4), mask));
+        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    }
+
+    /// Q4_0 or Q8_0 blocks (`d: f16`, then the levels): `Σ_b d_w · d_x · Σ_j q_w · q_x`. Two
+    /// blocks per step into two accumulators, so consecutive blocks' multiply-adds do not wait
+    /// on each other.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_0_q8_0<const Q8: bool>(blocks: &[u8], x: Q8Row<'_>) -> f32 {
+        let size = if Q8 { GgmlType::Q8_0 } else { GgmlType::Q4_0 }.type_size();
+        let n = blocks.len() / size;
+        let (p, q, dx) = (blocks.as_ptr(), x.q.as_ptr(), x.scales.as_ptr());
+        let block = |b: usize| {
+            let at = p.add(b * size);
+            let w = if Q8 { _mm256_loadu_si256(at.add(2).cast()) } else { q4_0_levels(at.add(2)) };
+            let sums = _mm256_cvtepi32_ps(dot32(w, _mm256_loadu_si256(q.add(32 * b).cast())));
+            (_mm256_mul_ps(f16x8_at(at), _mm256_set1_ps(*dx.add(b))), sums)
+        };
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut b = 0;
+        while b + 2 <= n {
+            let (d0, s0) = block(b);
+            let (d1, s1) = block(b + 1);
+            acc0 = _mm256_fmadd_ps(d0, s0, acc0);
+            acc1 = _mm256_fmadd_ps(d1, s1, acc1);
+            b += 2;
+        }
+        if b < n {
+            let (d0, s0) = block(b);
+            acc0 = _mm256_fmadd_ps(d0, s0, acc0);
+        }
+        hsum(_mm256_add_ps(acc0, acc1))
+    }
+
+    /// Q4_K super-blocks (`d, dmin: f16, scales: [u8; 12], qs: [u8; 128]`): sub-block `j` of 32
+    /// values is `d·sc_j·q - dmin·m_j`, so its dot with an activation block is
+    /// `d_x·(d·sc_j·Σ q·q_x - dmin·m_j·Σ q_x)`; the level sums `Σ q_x` were kept with the
+    /// activations.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_k(blocks: &[u8], x: Q8Row<'_>) -> f32 {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut mins = 0.0f32;
+        for (i, b) in blocks.chunks_exact(144).enumerate() {
+            let (d, dmin) = (f16_at(b.as_ptr()), f16_at(b.as_ptr().add(2)));
+            let scales = &b[4..16];
+            for pair in 0..4 {
+                let packed = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * pair).cast());
+                let levels = [_mm256_and_si256(packed, mask), _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask)];
+                for (h, levels) in levels.into_iter().enumerate() {
+                    let j = 2 * pair + h;
+                    let xb = i * 8 + j;
+                    let (sc, m) = crate::quant::scale_min_k4(j, scales);
+                    // The levels are 0..16: `maddubs` takes them as they are.
+                    let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * xb).cast());
+                    let pairs = _mm256_maddubs_epi16(levels, xq);
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+                    let dx = x.scales[xb];
+                    acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * dx), sums, acc[h]);
+                    mins += dmin * m as f32 * dx * x.sums[xb] as f32;
+                }
+            }
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1])) - mins
+    }
+
+    /// Q6_K super-blocks (`ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`): each half of
+    /// 128 values holds four groups of 32 (an activation block each), whose levels are 4 low
+    /// bits from `ql` and 2 high bits from `qh`, minus 32; each 16 values have a signed scale.
+    /// `madd` with the two scales of a group weighs its halves' pair sums in one step.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6_k(blocks: &[u8], x: Q8Row<'_>) -> f32 {
+        let (m4, m2, off) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (i, b) in blocks.chunks_exact(210).enumerate() {
+            let d = f16_at(b.as_ptr().add(208));
+            for half in 0..2 {
+                let ql = b.as_ptr().add(64 * half);
+                let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * half).cast());
+                let sc = b.as_ptr().add(192 + 8 * half).cast::<i8>();
+                let (lo, hi) = (_mm256_loadu_si256(ql.cast()), _mm256_loadu_si256(ql.add(32).cast()));
+                let high = |shift: i32| {
+                    let bits = match shift {
+                        0 => qh,
+                        2 => _mm256_srli_epi16(qh, 2),
+                        4 => _mm256_srli_epi16(qh, 4),
+                        _ => _mm256_srli_epi16(qh, 6),
+                    };
+                    _mm256_slli_epi16(_mm256_and_si256(bits, m2), 4)
+                };
+                let groups = [
+                    _mm256_or_si256(_mm256_and_si256(lo, m4), high(0)),
+                    _mm256_or_si256(_mm256_and_si256(hi, m4), high(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo, 4), m4), high(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(hi, 4), m4), high(6)),
+                ];
+                for (g, levels) in groups.into_iter().enumerate() {
+                    let xb = i * 8 + half * 4 + g;
+                    let w = _mm256_sub_epi8(levels, off);
+                    let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * xb).cast());
+                    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w));
+                    // Lanes 0..8 of `pairs` are values 0..16 of the group, lanes 8..16 values 16..32.
+                    let (s0, s1) = (*sc.add(2 * g) as i16, *sc.add(2 * g + 1) as i16);
+                    let scale = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, scale));
+                    acc[g & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.scales[xb]), sums, acc[g & 1]);
+                }
+            }
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1]))
+    }
+}
