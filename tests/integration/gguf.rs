@@ -148,7 +148,26 @@ fn quantized_weights_stay_quantized_on_flex() {
         for p in [&attn.q_proj, &attn.k_proj, &attn.o_proj, &ffn.gate_up, &ffn.down] {
             assert!(p.blocks().is_some(), "{name}: a projection lost its blocks");
         }
+        assert!(on_flex.embed_tokens.blocks().is_some(), "{name}: the embedding lost its blocks");
     }
+}
+
+/// A quantized embedding (token_embd in Q4_0) looks up the rows its lazy table would hold,
+/// repeats and the last id included, without materialising the table.
+#[test]
+fn a_quantized_embedding_looks_up_the_rows_of_its_table() {
+    let model = load_gguf::<Cpu>(gguf_fixture("tiny-mixtral-q4_0.gguf"), &Default::default()).unwrap();
+    let embedding = &model.embed_tokens;
+    assert!(embedding.blocks().is_some(), "token_embd stays in blocks");
+    let v = model.config().vocab_size as u32;
+    let ids = [3, 0, v - 1, 7, 7, 1];
+    let rows = host(embedding.forward(tokens(&ids)));
+    assert!(embedding.blocks().is_some(), "a lookup does not materialise the table");
+    let table = host(embedding.weight.val());
+    assert!(embedding.blocks().is_none(), "reading the weight does");
+    let d = model.config().d_model;
+    let want: Vec<f32> = ids.iter().flat_map(|&id| table[id as usize * d..][..d].to_vec()).collect();
+    assert_eq!(rows, want);
 }
 
 /// Exported as F32 and read back: the same model (config and logits, to transformers' within

@@ -108,8 +108,9 @@ impl CheckpointTensors for GgufWeights {
     /// Projections whose every part is of a quantized type, in the shape the config needs:
     /// blocks read in place (q/k rows, which llama.cpp reorders, copied back into the Hub's order).
     fn quantized(&self, param: HubParam, config: &MixtralConfig) -> Option<QuantMatrix> {
-        if !matches!(param.layout(), HubLayout::Linear | HubLayout::FusedLinear) || matches!(param, HubParam::Router(_))
-        {
+        let matrix_like =
+            matches!(param.layout(), HubLayout::Linear | HubLayout::FusedLinear) || param == HubParam::Embedding;
+        if !matrix_like || matches!(param, HubParam::Router(_)) {
             return None;
         }
         let hub_shape = param.hub_shape(config); // [rows, cols] of each part

@@ -26,8 +26,8 @@ pub trait CheckpointTensors {
     /// the checkpoint has no such key.
     fn read_f32(&self, name: &str) -> Result<Option<HostTensor>>;
 
-    /// The blocks of a projection (attention, expert, LM head) stored quantized, `[out, in]`
-    /// rows in the Hub's row order, to be kept as they are; `None` (the default) to load it as
+    /// The blocks of a projection (attention, expert, LM head) or of the embedding (`[V, D]`)
+    /// stored quantized, `[out, in]` rows in the Hub's row order, to be kept as they are; `None` (the default) to load it as
     /// floats through [`Self::read_f32`].
     fn quantized(&self, param: HubParam, config: &MixtralConfig) -> Option<QuantMatrix> {
         let _ = (param, config);

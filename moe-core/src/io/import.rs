@@ -11,7 +11,7 @@ use super::{CheckpointTensors, HubWeights};
 use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
 use crate::model::Mixtral;
-use crate::nn::Projection;
+use crate::nn::{Projection, TokenEmbedding};
 
 /// Loads a Hub-layout Mixtral folder (`config.json` + safetensors) onto `device`.
 ///
@@ -62,6 +62,11 @@ pub fn load_hub_weights<B: Backend>(
     }
     for param in HubParam::all(config) {
         if let Some(matrix) = weights.quantized(param, config) {
+            if param == HubParam::Embedding {
+                model.embed_tokens = TokenEmbedding::quantized(matrix, device);
+                l.used.extend(param.keys());
+                continue;
+            }
             if let Some(projection) = model.projection_mut(param) {
                 *projection = Projection::quantized(matrix, device);
                 l.used.extend(param.keys());

@@ -1,5 +1,5 @@
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LinearConfig};
+use burn::nn::{EmbeddingConfig, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
@@ -7,7 +7,7 @@ use super::{DecoderLayer, DecoderLayerOutput};
 use crate::config::MixtralConfig;
 use crate::error::Result;
 use crate::kernels::matmul_weight;
-use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, RotaryEmbedding};
+use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, RotaryEmbedding, TokenEmbedding};
 
 /// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
 ///
@@ -16,7 +16,7 @@ use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, Rot
 #[derive(Module, Debug)]
 pub struct Mixtral<B: Backend> {
     /// Token embedding `[V, D]`.
-    pub embed_tokens: Embedding<B>,
+    pub embed_tokens: TokenEmbedding<B>,
     /// The decoder layers.
     pub layers: Vec<DecoderLayer<B>>,
     /// Final RMSNorm.
@@ -46,7 +46,7 @@ impl MixtralConfig {
     /// A randomly initialised model of this shape.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Mixtral<B> {
         Mixtral {
-            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device).into(),
             layers: (0..self.n_layers).map(|_| DecoderLayer::init(self, device)).collect(),
             norm: RmsNormConfig::new(self.d_model).with_epsilon(self.rms_norm_eps).init(device),
             lm_head: (!self.tie_word_embeddings)

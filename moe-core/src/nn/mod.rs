@@ -9,6 +9,7 @@ mod projection;
 mod rms_norm;
 mod rope;
 mod swiglu;
+mod token_embedding;
 
 pub use attention::{Attention, AttentionConfig};
 pub use functional::{log_softmax, logsumexp, positive_reciprocal, softmax};
@@ -18,3 +19,4 @@ pub use projection::Projection;
 pub use rms_norm::{RmsNorm, RmsNormConfig};
 pub use rope::{RopeTable, RotaryEmbedding};
 pub use swiglu::{SwiGlu, SwiGluConfig};
+pub use token_embedding::TokenEmbedding;

@@ -37,13 +37,7 @@ impl<B: Backend> Projection<B> {
     pub fn quantized(matrix: QuantMatrix, device: &B::Device) -> Self {
         let (k, n) = (matrix.cols(), matrix.rows());
         let blocks = matrix.clone();
-        let weight = Param::uninitialized(
-            ParamId::new(),
-            move |device, _| Tensor::from_data(TensorData::new(blocks.dequantize_transposed(), [k, n]), device),
-            device.clone(),
-            false,
-            Shape::new([k, n]),
-        );
+        let weight = lazy_weight([k, n], device, move || blocks.dequantize_transposed());
         Self { weight, bias: None, quantized: Some(matrix) }
     }
 
@@ -57,6 +51,22 @@ impl<B: Backend> Projection<B> {
     pub fn blocks(&self) -> Option<&QuantMatrix> {
         self.quantized.as_ref().filter(|_| !self.weight.is_initialized())
     }
+}
+
+/// A parameter of shape `shape` whose value is `values()` (row-major), computed only if something
+/// asks for it: the float form of quantized blocks.
+pub(super) fn lazy_weight<B: Backend>(
+    shape: [usize; 2],
+    device: &B::Device,
+    values: impl Fn() -> Vec<f32> + Send + Sync + 'static,
+) -> Param<Tensor<B, 2>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |device, _| Tensor::from_data(TensorData::new(values(), shape), device),
+        device.clone(),
+        false,
+        Shape::new(shape),
+    )
 }
 
 impl<B: Backend> Projection<B> {

@@ -104,6 +104,31 @@ impl QuantMatrix {
         self.parts.iter().map(|p| QuantRows { ty: p.ty, data: p.data(), rows: p.rows, cols: self.cols })
     }
 
+    /// Rows `rows` (in that order, repeats allowed) decoded, `[rows.len(), K]` row-major.
+    ///
+    /// # Panics
+    /// If a row is out of range.
+    pub fn dequantize_rows(&self, rows: impl IntoIterator<Item = usize>) -> Vec<f32> {
+        let k = self.cols;
+        let mut out = Vec::new();
+        for r in rows {
+            let (mut first, mut part) = (r, None);
+            for p in self.parts() {
+                if first < p.rows {
+                    part = Some(p);
+                    break;
+                }
+                first -= p.rows;
+            }
+            let part = part.unwrap_or_else(|| panic!("row {r} of a {}-row matrix", self.rows()));
+            let row_bytes = part.data.len() / part.rows;
+            let start = out.len();
+            out.resize(start + k, 0.0);
+            dequantize(part.ty, &part.data[first * row_bytes..(first + 1) * row_bytes], &mut out[start..]);
+        }
+        out
+    }
+
     /// The values as a Burn `Linear` weight, `[K, N]` row-major (transposed).
     pub fn dequantize_transposed(&self) -> Vec<f32> {
         let (k, n) = (self.cols, self.rows());
