@@ -77,7 +77,7 @@ pub fn generate<B: Backend>(
         return Err(GenerateError::ContextOverflow { needed: capacity, max: c.max_seq_len });
     }
 
-    let device = model.embed_tokens.weight.device();
+    let device = model.embed_tokens.weight.lazy_device();
     let left_padding: Vec<usize> = prompts.iter().map(|s| p - s.len()).collect();
     let mut cache = model.new_cache(b, capacity).with_left_padding(left_padding.clone());
     // Any id in the vocabulary does: padding is never attended to.

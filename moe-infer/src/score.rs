@@ -48,7 +48,7 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
         check_ids(seq, c.vocab_size)?;
     }
     let b = batch.len();
-    let device = model.embed_tokens.weight.device();
+    let device = model.embed_tokens.weight.lazy_device();
     let ids: Vec<i64> = batch.iter().flatten().map(|&t| t as i64).collect();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
     let out = model.forward(ids.clone());

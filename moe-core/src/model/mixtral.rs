@@ -93,7 +93,7 @@ impl<B: Backend> Mixtral<B> {
     /// An empty KV cache for `batch` sequences of up to `capacity` positions.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
         let c = &self.config;
-        KvCache::new(c.n_layers, batch, c.n_kv_heads, capacity, c.head_dim, &self.embed_tokens.weight.device())
+        KvCache::new(c.n_layers, batch, c.n_kv_heads, capacity, c.head_dim, &self.embed_tokens.weight.lazy_device())
     }
 
     /// Forward pass of the next `S` tokens of each sequence, continuing after the positions

@@ -12,9 +12,10 @@ use crate::quant::QuantMatrix;
 /// The fields are `burn::nn::Embedding`'s (a `From<Embedding>` converts), so records and
 /// parameter paths are the same. Loaded from a quantized GGUF file, `quantized` holds the blocks
 /// and `weight` is a lazy parameter that dequantizes all of them if anything asks for its value
-/// (training, export, a tied LM head). The forward pass decodes only the rows it looks up, so a
-/// quantized model never holds the `[V, D]` table in floats (0.52 GB for Mixtral-8x7B); both
-/// give the same values.
+/// (training, export, a tied LM head). The forward pass decodes only the rows it looks up, so the
+/// `[V, D]` table (0.52 GB in f32 for Mixtral-8x7B) need not be held in floats; both give the
+/// same values. Anything that dereferences `weight` materialises the table, `weight.device()`
+/// included: `weight.lazy_device()` gives the device without it.
 #[derive(Module, Debug)]
 pub struct TokenEmbedding<B: Backend> {
     /// `[V, D]`.
