@@ -100,6 +100,7 @@ pub(super) fn int_dot(ty: GgmlType, blocks: &[u8], x: Q8Row<'_>) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::weights::hsum;
     use super::Q8Row;
     use crate::quant::GgmlType;
 
@@ -135,13 +136,6 @@ mod x86 {
         let mask = _mm_set1_epi8(0x0F);
         let (lo, hi) = (_mm_and_si128(packed, mask), _mm_and_si128(_mm_srli_epi16(packed, 4), mask));
         _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
     }
 
     /// Q4_0 or Q8_0 blocks (`d: f16`, then the levels): `Σ_b d_w · d_x · Σ_j q_w · q_x`. Two

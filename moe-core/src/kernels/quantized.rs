@@ -146,6 +146,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::weights::hsum;
+
     use crate::quant::GgmlType;
 
     /// Q4_0 / Q8_0 rows to f32, 32 values (one block) at a time; the same values as
@@ -180,14 +182,6 @@ mod x86 {
                 _mm256_storeu_ps(p.add(8 * i), _mm256_mul_ps(v, d));
             }
         }
-    }
-
-    /// The sum of the 8 lanes.
-    #[target_feature(enable = "avx2")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
     }
 
     /// `Σ a[i] · b[i]` with four 8-wide accumulators.

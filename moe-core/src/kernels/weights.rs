@@ -62,11 +62,19 @@ pub(super) fn has_avx2_fma_f16c() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86::Load;
+pub(super) use x86::{hsum, Load};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// The sum of the 8 lanes (the kernels' horizontal sum).
+    #[inline(always)]
+    pub(in crate::kernels) unsafe fn hsum(v: __m256) -> f32 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    }
 
     /// Eight consecutive weights widened to f32.
     pub(in crate::kernels) trait Load: Copy {
