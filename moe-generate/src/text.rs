@@ -11,7 +11,7 @@ use crate::tokenizer::{TextStream, TextTokenizer};
 /// itself is left out of the text, as llama.cpp and the OpenAI API do.
 pub struct TextCollector<'a> {
     stream: TextStream<'a>,
-    stops: &'a [String],
+    stops: Vec<String>,
     text: String,
     shown: usize,
     stopped: bool,
@@ -19,8 +19,14 @@ pub struct TextCollector<'a> {
 
 impl<'a> TextCollector<'a> {
     /// Collects the continuation of `prompt` (its text is not part of the output).
-    pub fn new(tokenizer: &'a TextTokenizer, prompt: &[u32], stops: &'a [String]) -> Result<Self, GenerateError> {
-        Ok(Self { stream: tokenizer.stream(prompt, true)?, stops, text: String::new(), shown: 0, stopped: false })
+    pub fn new(tokenizer: &'a TextTokenizer, prompt: &[u32], stops: &[String]) -> Result<Self, GenerateError> {
+        Ok(Self {
+            stream: tokenizer.stream(prompt, true)?,
+            stops: stops.to_vec(),
+            text: String::new(),
+            shown: 0,
+            stopped: false,
+        })
     }
 
     /// Adds a token; returns the text that is now safe to show and whether generation goes on.

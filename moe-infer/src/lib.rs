@@ -40,6 +40,7 @@
 /// What can go wrong: [`InferError`].
 pub mod error;
 pub mod score;
+pub mod serve;
 
 pub use error::InferError;
 pub use moe_generate::{

@@ -377,3 +377,175 @@ fn quantize_to_gguf_then_generate_from_the_file_alone() {
         assert!(!out.status.success() && stderr.contains(needle) && !stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// A `moe-infer serve` process on a free loopback port, its log collected; killed on drop.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let tiny = fixture("tiny-mixtral");
+        let tok = tokenizer_file();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moe-infer"))
+            .args(["serve", "--model", tiny.to_str().unwrap(), "--tokenizer", &tok, "--port", "0"])
+            .args(["--model-name", "tiny"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(at) = line.find("http://") {
+                    let url = line[at..].split_whitespace().next().unwrap().to_string();
+                    let _ = url_tx.send(url);
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let url = url_rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the server did not start: {:?}", log.lock().unwrap())
+        });
+        Server { child, url, log }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Runs a Python script from tests/ with the server's URL first; panics with its output
+    /// and the server's log if it fails.
+    fn python(&self, script: &str, args: &[&str]) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+        let out = Command::new("python3").arg(path).arg(&self.url).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{stdout}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log().join("\n")
+        );
+        stdout
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The OpenAI API through the real `openai` client and raw HTTP: chat and completions, whole
+/// and streamed, stop strings, seeds, every bad request with its status and error body, and a
+/// client that disconnects mid-stream (its request leaves the batch at once: logged as such,
+/// long before its token budget).
+#[test]
+fn serve_speaks_the_openai_api() {
+    let server = Server::start(&["--max-body-bytes", "4096"]);
+    let out = server.python("openai_api.py", &["tiny", "4096", "256"]);
+    assert!(out.contains("checks hold"), "{out}");
+    let log = server.log();
+    let line = log.iter().find(|l| l.contains("client-disconnected")).unwrap_or_else(|| panic!("{log:#?}"));
+    let generated: usize =
+        line.split("completion_tokens=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(generated < 248 / 2, "the disconnected request went on for {generated} tokens: {line}");
+    for want in ["POST /v1/chat/completions 200 prompt_tokens=", "POST /v1/chat/completions 404", "GET /v1/models 200"]
+    {
+        assert!(log.iter().any(|l| l.contains(want)), "no log line {want:?} in {log:#?}");
+    }
+}
+
+/// Concurrent streaming clients share the batch: every request completes and returns what it
+/// returns alone (greedy), then SIGTERM lets the server finish and exit cleanly. (The speed-up
+/// is measured with the same script in BENCHMARKS.md, not asserted here.)
+#[test]
+fn serve_batches_concurrent_requests_and_stops_on_sigterm() {
+    let server = Server::start(&["--max-batch", "8", "--max-queue", "8"]);
+    let out = server.python("serve_load.py", &["tiny", "--clients", "12", "--tokens", "16", "--timeout", "120"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(report["concurrent_tokens_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+
+    // SIGTERM ends it with exit status 0.
+    let mut server = server;
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not stop: {:#?}", server.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}: {:#?}", server.log());
+    assert!(server.log().iter().any(|l| l.contains("shutting down")), "{:#?}", server.log());
+}
+
+/// A full server (every slot and queue place taken) answers 503 with Retry-After. SIGTERM while
+/// a stream runs: with no grace period the stream is cut with a final error chunk (OpenAI's
+/// error JSON), and the server exits cleanly.
+#[test]
+fn serve_refuses_when_full_and_cuts_running_streams_on_shutdown() {
+    use std::io::{Read, Write as _};
+    let mut server = Server::start(&["--shutdown-grace", "0", "--max-batch", "1", "--max-queue", "0"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let body = r#"{"prompt": "x", "max_tokens": 240, "stream": true, "ignore_eos": true, "temperature": 0}"#;
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
+    let mut second = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        second,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut refused = String::new();
+    second.read_to_string(&mut refused).unwrap();
+    let refused_lower = refused.to_lowercase();
+    assert!(refused.starts_with("HTTP/1.1 503") && refused_lower.contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains("\"server_error\""), "{refused}");
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("shutting down") && rest.contains("\"error\""), "{rest}");
+    assert!(!rest.contains("[DONE]"), "{rest}");
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}: {:#?}", server.log());
+}
+
+/// `moe-infer run MODEL` is `chat` with the model as its argument (Ollama's habit).
+#[test]
+fn run_is_chat_with_a_positional_model() {
+    let tiny = fixture("tiny-mixtral");
+    let tok = tokenizer_file();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moe-infer"))
+        .args(["run", tiny.to_str().unwrap(), "--tokenizer", &tok, "-n", "8", "--temperature", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n/exit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tok/s"), "{stderr}");
+}

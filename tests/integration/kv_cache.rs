@@ -122,3 +122,81 @@ fn left_padded_batches_equal_each_sequence_alone() {
         }
     }
 }
+
+/// Continuous batching: sequences join a running batch (`KvCache::join`) and leave it
+/// (`KvCache::retain`) between decode steps, and each still gets, at every step, the logits it
+/// gets alone.
+#[test]
+fn sequences_joining_and_leaving_a_batch_equal_each_sequence_alone() {
+    struct Row {
+        seq: usize,
+        consumed: usize,
+    }
+    for window in [None, Some(3)] {
+        let model = small_model(window);
+        let prompts = [6usize, 3, 12, 1, 2];
+        let total = 20;
+        let sequences: Vec<Vec<i64>> =
+            (0..prompts.len()).map(|i| (0..total).map(|j| ((11 * i + 17 * j + 3) % 97) as i64).collect()).collect();
+        let logits_alone = |i: usize, consumed: usize| {
+            let mut cache = model.new_cache(1, consumed);
+            host(model.next_token_logits(ids(sequences[i][..consumed].to_vec(), 1), &mut cache))
+        };
+        let check = |rows: &[Row], logits: Vec<f32>, what: &str| {
+            for (row, got) in rows.iter().zip(logits.chunks(97)) {
+                let diff = max_abs_diff(got, &logits_alone(row.seq, row.consumed));
+                assert!(diff <= 1e-5, "window {window:?}, {what}: sequence {} at {}: {diff}", row.seq, row.consumed);
+            }
+        };
+        // New sequences: their prompts as one left-padded batch of their own.
+        let prefill = |new: &[usize]| {
+            let p = new.iter().map(|&i| prompts[i]).max().unwrap();
+            let padding: Vec<usize> = new.iter().map(|&i| p - prompts[i]).collect();
+            let mut cache = model.new_cache(new.len(), total).with_left_padding(padding.clone());
+            let input: Vec<i64> = new
+                .iter()
+                .zip(&padding)
+                .flat_map(|(&i, &pad)| std::iter::repeat_n(0, pad).chain(sequences[i][..prompts[i]].iter().copied()))
+                .collect();
+            let logits = host(model.next_token_logits(ids(input, new.len()), &mut cache));
+            let rows: Vec<Row> = new.iter().map(|&i| Row { seq: i, consumed: prompts[i] }).collect();
+            check(&rows, logits, "prefill");
+            (cache, rows)
+        };
+        let step = |cache: &mut moe_core::nn::KvCache<Cpu>, rows: &mut Vec<Row>| {
+            let input: Vec<i64> = rows.iter().map(|r| sequences[r.seq][r.consumed]).collect();
+            let logits = host(model.next_token_logits(ids(input, rows.len()), cache));
+            rows.iter_mut().for_each(|r| r.consumed += 1);
+            check(rows, logits, "decode");
+        };
+
+        let (mut cache, mut rows) = prefill(&[0]);
+        step(&mut cache, &mut rows);
+        step(&mut cache, &mut rows);
+        // A short newcomer: left-padded to the running batch's length.
+        let (new_cache, new_rows) = prefill(&[1]);
+        cache = cache.join(new_cache, 2 * total);
+        rows.extend(new_rows);
+        step(&mut cache, &mut rows);
+        // Two at once, one with a longer prompt than the batch has run: the batch is padded.
+        let (new_cache, new_rows) = prefill(&[3, 2]);
+        cache = cache.join(new_cache, 2 * total);
+        rows.extend(new_rows);
+        step(&mut cache, &mut rows);
+        step(&mut cache, &mut rows);
+        // The longest leaves (the positions only it used are dropped), then one in the middle.
+        let before = cache.len();
+        cache.retain(&[0, 1, 2]);
+        rows.remove(3);
+        assert!(cache.len() < before, "positions that are padding everywhere are dropped");
+        step(&mut cache, &mut rows);
+        cache.retain(&[0, 2]);
+        rows.remove(1);
+        step(&mut cache, &mut rows);
+        let (new_cache, new_rows) = prefill(&[4]);
+        cache = cache.join(new_cache, 2 * total);
+        rows.extend(new_rows);
+        step(&mut cache, &mut rows);
+        assert_eq!(cache.batch_size(), 3);
+    }
+}

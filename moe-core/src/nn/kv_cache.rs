@@ -1,5 +1,5 @@
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::attention_mask;
 use crate::kernels::write_along;
@@ -39,6 +39,29 @@ impl<B: Backend> LayerKvCache<B> {
         write_along(&mut self.k, 2, start, k);
         write_along(&mut self.v, 2, start, v);
         (self.k.clone().narrow(2, lo, end - lo), self.v.clone().narrow(2, lo, end - lo))
+    }
+
+    /// The sequences `rows` (in that order), with cache positions `from..from + len` moved to
+    /// `to..to + len` of buffers of `capacity` positions.
+    fn moved(&self, rows: Option<&[usize]>, from: usize, len: usize, to: usize, capacity: usize) -> Self {
+        let shift = |t: &Tensor<B, 4>| {
+            let device = t.device();
+            let t = match rows {
+                Some(rows) => {
+                    let index = rows.iter().map(|&r| r as i64).collect::<Vec<_>>();
+                    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
+                    t.clone().select(0, index)
+                }
+                None => t.clone(),
+            };
+            let [b, g, _, dh] = t.dims();
+            let mut out = Tensor::zeros([b, g, capacity, dh], &device);
+            if len > 0 {
+                write_along(&mut out, 2, to, t.narrow(2, from, len));
+            }
+            out
+        };
+        Self { k: shift(&self.k), v: shift(&self.v) }
     }
 }
 
@@ -149,6 +172,70 @@ impl<B: Backend> KvCache<B> {
     /// Marks `n` more positions as filled (after every layer has appended them).
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
+    }
+
+    /// Sequences in the cache.
+    pub fn batch_size(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.k.dims()[0])
+    }
+
+    /// Keeps the sequences `keep` (indices into the batch, in the order given) and forgets the
+    /// rest, as a server does when requests finish; the remaining sequences compute exactly what
+    /// they would have. Positions that are padding in every kept sequence are dropped, so the
+    /// cache is only as long as its longest sequence. The capacity stays.
+    ///
+    /// Panics if `keep` is empty or names a sequence outside the batch.
+    pub fn retain(&mut self, keep: &[usize]) {
+        let b = self.batch_size();
+        assert!(!keep.is_empty() && keep.iter().all(|&i| i < b), "retain {keep:?} of {b} sequences");
+        let padding: Vec<usize> = match self.left_padding.is_empty() {
+            true => vec![0; keep.len()],
+            false => keep.iter().map(|&i| self.left_padding[i]).collect(),
+        };
+        let drop = padding.iter().copied().min().unwrap_or(0).min(self.len);
+        let len = self.len - drop;
+        let unchanged = drop == 0 && keep.iter().copied().eq(0..b);
+        if !unchanged {
+            for layer in &mut self.layers {
+                *layer = layer.moved(Some(keep), drop, len, 0, self.capacity);
+            }
+        }
+        self.len = len;
+        self.left_padding = padding.into_iter().map(|p| p - drop).collect();
+        if self.left_padding.iter().all(|&p| p == 0) {
+            self.left_padding.clear();
+        }
+    }
+
+    /// This cache's sequences followed by `other`'s, in buffers of `capacity` positions:
+    /// continuous batching adds requests to a running batch this way. The two are aligned on
+    /// their latest position (the next token of every sequence goes to the same cache index):
+    /// the shorter side is left-padded, and every sequence computes exactly what it would alone.
+    ///
+    /// Panics if `capacity` is below the joined length or the caches belong to different models.
+    pub fn join(self, other: Self, capacity: usize) -> Self {
+        let len = self.len.max(other.len);
+        assert!(capacity >= len, "a joined cache of {len} positions does not fit in {capacity}");
+        assert_eq!(self.layers.len(), other.layers.len(), "caches of models with different depths");
+        let padding = |c: &Self| -> Vec<usize> {
+            let shift = len - c.len;
+            match c.left_padding.is_empty() {
+                true => vec![shift; c.batch_size()],
+                false => c.left_padding.iter().map(|p| p + shift).collect(),
+            }
+        };
+        let left_padding = [padding(&self), padding(&other)].concat();
+        let layers = self
+            .layers
+            .iter()
+            .zip(&other.layers)
+            .map(|(a, b)| {
+                let a = a.moved(None, 0, self.len, len - self.len, capacity);
+                let b = b.moved(None, 0, other.len, len - other.len, capacity);
+                LayerKvCache { k: Tensor::cat(vec![a.k, b.k], 0), v: Tensor::cat(vec![a.v, b.v], 0) }
+            })
+            .collect();
+        Self { layers, len, capacity, left_padding: Vec::new() }.with_left_padding(left_padding)
     }
 
     /// Forgets everything (the buffers are reused).

@@ -5,6 +5,7 @@ mod generate;
 mod inspect;
 mod quantize;
 mod score;
+mod serve;
 mod text_output;
 
 use std::path::PathBuf;
@@ -33,6 +34,11 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Interactive multi-turn chat with the Mixtral-Instruct template (`/reset`, `/exit`).
     Chat(chat::ChatArgs),
+    /// Chat with MODEL: `moe-infer run MODEL` (Ollama's habit); the options of `chat`.
+    #[command(mut_arg("model", |a| a.long(None).short(None).index(1)))]
+    Run(chat::ChatArgs),
+    /// OpenAI-compatible HTTP server (chat, completions, streaming) with continuous batching.
+    Serve(serve::ServeArgs),
     /// Negative log-likelihood and perplexity of token sequences (like llama.cpp's perplexity).
     Score(score::ScoreArgs),
     /// Shape, parameter counts (total and active per token) and memory needed per dtype.
@@ -114,7 +120,8 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     let model = match &cli.command {
         Command::Generate(a) => &a.model,
-        Command::Chat(a) => &a.model,
+        Command::Chat(a) | Command::Run(a) => &a.model,
+        Command::Serve(a) => &a.model,
         Command::Score(a) => &a.model,
         Command::Inspect(a) => return inspect::run(a),
         Command::Quantize(a) => return quantize::run(a),
@@ -129,7 +136,8 @@ impl BackendTask for Command {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         match self {
             Command::Generate(args) => generate::run::<B>(args, &device),
-            Command::Chat(args) => chat::run::<B>(args, &device),
+            Command::Chat(args) | Command::Run(args) => chat::run::<B>(args, &device),
+            Command::Serve(args) => serve::run::<B>(args, &device),
             Command::Score(args) => score::run::<B>(args, &device),
             Command::Inspect(args) => inspect::run(&args),
             Command::Quantize(args) => quantize::run(&args),
