@@ -32,7 +32,7 @@ prompts = [f"Request {i}: sort the numbers {i % 7} {(3 * i) % 11} {(5 * i) % 13}
 
 
 def run(prompt):
-    """(text, completion tokens, seconds to first text, seconds in all) of one streamed request."""
+    """(text, completion tokens, seconds to first token, seconds in all) of one streamed request."""
     started = time.perf_counter()
     first = None
     pieces = []
@@ -50,7 +50,9 @@ def run(prompt):
         if chunk.usage is not None:
             usage = chunk.usage
         for choice in chunk.choices:
-            if choice.text and first is None:
+            # The server sends its first chunk with the first generated token, even when that
+            # token's text is not complete yet (part of a UTF-8 character): time to first token.
+            if first is None:
                 first = time.perf_counter() - started
             pieces.append(choice.text)
     return "".join(pieces), usage.completion_tokens, first or 0.0, time.perf_counter() - started
