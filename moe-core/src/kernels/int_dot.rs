@@ -17,11 +17,13 @@ use crate::quant::GgmlType;
 
 /// Activations rounded to Q8_0: `q[m][k]` with one scale and one level sum per 32 values.
 pub(super) struct Q8Rows {
-    q: Vec<i8>,
-    scales: Vec<f32>,
-    /// `Σ q` of each block: Q4_K's minimums multiply it.
-    sums: Vec<i32>,
-    k: usize,
+    /// `[M, K]` levels.
+    pub(super) q: Vec<i8>,
+    /// `[M, K / 32]`: one per block.
+    pub(super) scales: Vec<f32>,
+    /// `Σ q` of each block: Q4_K's minimums and Q4_0's offset of 8 multiply it.
+    pub(super) sums: Vec<i32>,
+    pub(super) k: usize,
 }
 
 /// One activation row: levels, scales and sums per block of 32.

@@ -14,6 +14,7 @@ mod flex;
 mod int_dot;
 mod quantized;
 mod rope;
+mod rows_x8;
 mod skinny;
 mod swiglu;
 #[cfg(test)]
