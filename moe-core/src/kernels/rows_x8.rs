@@ -93,6 +93,7 @@ pub(super) fn rows_x8(ty: GgmlType, w: &[u8], x: &Q8Rows, scratch: &mut Vec<u8>,
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::weights::prefetch_next;
     use super::{Q8Rows, GROUP};
 
     /// Bytes of one interleaved Q4_0 block: 8 vectors of 32 levels, then 8 f32 scales.
@@ -120,8 +121,13 @@ mod x86 {
     /// The f16 scales at `scale(j)` of the 8 rows, as f32.
     #[inline(always)]
     unsafe fn scales(scale: impl Fn(usize) -> *const u8) -> __m256 {
-        let d = |j: usize| scale(j).cast::<i16>().read_unaligned();
-        _mm256_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)))
+        // Assembled in general-purpose registers and moved over in two 64-bit halves: the
+        // integer units are idle here, and eight 16-bit inserts would queue on the vector
+        // shuffle units with the transposes.
+        let d = |j: usize| scale(j).cast::<u16>().read_unaligned() as i64;
+        let lo = d(0) | d(1) << 16 | d(2) << 32 | d(3) << 48;
+        let hi = d(4) | d(5) << 16 | d(6) << 32 | d(7) << 48;
+        _mm256_cvtph_ps(_mm_set_epi64x(hi, lo))
     }
 
     /// Block `b` of the 8 Q4_0 rows as 8 vectors of levels (vector `s`: values `4s..4s + 4` of
@@ -150,6 +156,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn interleave_q4(w: &[u8], blocks: usize, scratch: &mut [u8]) {
         for b in 0..blocks {
+            prefetch_next(w, b * GROUP * 18, GROUP * 18);
             let (levels, d) = q4_block(w.as_ptr(), blocks * 18, b);
             let dst = scratch.as_mut_ptr().add(b * STRIDE_Q4);
             for (s, v) in levels.into_iter().enumerate() {
@@ -166,6 +173,7 @@ mod x86 {
         let row_bytes = blocks * 34;
         let at = |j: usize, b: usize| w.as_ptr().add(j * row_bytes + b * 34);
         for b in 0..blocks {
+            prefetch_next(w, b * GROUP * 34, GROUP * 34);
             let dst = scratch.as_mut_ptr().add(b * STRIDE_Q8);
             for half in 0..2 {
                 for (s, v) in transpose(|j| at(j, b).add(2 + 16 * half)).into_iter().enumerate() {
@@ -188,6 +196,7 @@ mod x86 {
         let mut acc = [_mm256_setzero_ps(); R];
         let q: [*const u8; R] = std::array::from_fn(|r| x.q.as_ptr().add(r * k).cast());
         for b in 0..blocks {
+            prefetch_next(w, b * GROUP * 18, GROUP * 18);
             let (levels, dw) = q4_block(w.as_ptr(), blocks * 18, b);
             let mut sums = [_mm256_setzero_si256(); R];
             for (s, w) in levels.into_iter().enumerate() {

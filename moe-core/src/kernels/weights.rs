@@ -62,7 +62,7 @@ pub(super) fn has_avx2_fma_f16c() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86::{hsum, Load};
+pub(super) use x86::{hsum, prefetch_next, Load};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -74,6 +74,23 @@ mod x86 {
         let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
         _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    }
+
+    /// Asks for `bytes` bytes at `offset` past the end of `w`: the next rows of quantized
+    /// weights, which follow `w` in memory, fetched while `w` is read. Starting a new stretch
+    /// of memory (a row, or a group of 8 rows read as 8 streams) stalls until the hardware
+    /// prefetcher catches up, and rows are short (2-18 KB). Measured on the `[14336, 4096]`
+    /// Q4_0 product, one activation row, 2 threads: 23 -> 30-31 GB/s (a plain read of
+    /// memory: 34). Prefetching reads nothing and cannot fault, so running past the end of the
+    /// weights (the last rows) is harmless.
+    #[inline(always)]
+    pub(in crate::kernels) unsafe fn prefetch_next(w: &[u8], offset: usize, bytes: usize) {
+        let next = w.as_ptr().wrapping_add(w.len() + offset);
+        let mut line = 0;
+        while line < bytes {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line).cast());
+            line += 64;
+        }
     }
 
     /// Eight consecutive weights widened to f32.
