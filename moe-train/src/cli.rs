@@ -70,6 +70,14 @@ pub struct Cli {
     /// Weight of the router z-loss.
     #[arg(long)]
     pub z_loss_coef: Option<f64>,
+    /// Router jitter: while training, each MoE layer's input is multiplied by noise drawn
+    /// uniformly from [1 - J, 1 + J] (Switch; HF `router_jitter_noise`). Default 0: none.
+    #[arg(long, value_name = "J")]
+    pub router_jitter: Option<f64>,
+    /// Keep the chosen experts' raw softmax probabilities as their weights instead of
+    /// renormalising them to sum to 1 (Switch, Qwen2-MoE; Mixtral renormalises).
+    #[arg(long)]
+    pub raw_top_k_weights: bool,
     /// Evaluate every N steps.
     #[arg(long)]
     pub eval_every: Option<usize>,
@@ -113,6 +121,11 @@ impl Cli {
         if self.aux_loss_coef.is_some() {
             t.aux_loss_coef = self.aux_loss_coef;
         }
+        let routing = &mut config.model.routing;
+        routing.jitter_noise = self.router_jitter.unwrap_or(routing.jitter_noise);
+        if self.raw_top_k_weights {
+            routing.normalize_top_k = false;
+        }
         Ok((config, name))
     }
 }
@@ -131,6 +144,8 @@ pub fn run() -> Result<()> {
                 cli.seq_len.is_some(),
                 cli.aux_loss_coef.is_some(),
                 cli.z_loss_coef.is_some(),
+                cli.router_jitter.is_some(),
+                cli.raw_top_k_weights,
                 cli.eval_every.is_some(),
                 cli.checkpoint_every.is_some(),
             ];

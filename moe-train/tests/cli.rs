@@ -47,6 +47,7 @@ fn bad_input_is_a_clear_error() {
         (&["--resume", "run", "--lr", "0.1"], "only --steps and --backend"),
         (&["--resume", "nothing-here"], "cannot resume"),
         (&["--seq-len", "1", "--out", "y"], "train.seq_len"),
+        (&["--router-jitter", "1.5", "--out", "z"], "routing.jitter_noise"),
     ];
     std::fs::write(dir.path().join("bad.json"), "{\"model\": 3}").unwrap();
     for (args, needle) in cases.iter().chain([(&["--config", "bad.json"][..], "bad.json")].iter()) {
@@ -74,4 +75,27 @@ fn a_run_folder_is_never_overwritten() {
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     let summary: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
     assert_eq!(summary["steps"].as_u64().unwrap(), 3);
+}
+
+/// The routing flags reach the model: the run's settings and the exported Hub config carry
+/// them (`router_jitter_noise`, `norm_topk_prob`), and the run trains with jitter on.
+#[test]
+fn routing_flags_reach_the_saved_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--out", "run", "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1"];
+    let out =
+        moe_train(&[&args[..], &["--router-jitter", "0.05", "--raw-top-k-weights", "--json"]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["final_train_loss"].as_f64().unwrap().is_finite());
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(run["model"]["routing"]["jitter_noise"], 0.05, "{run}");
+    assert_eq!(run["model"]["routing"]["normalize_top_k"], false, "{run}");
+    let model_dir = Path::new(summary["model_dir"].as_str().unwrap());
+    let model_dir = if model_dir.is_absolute() { model_dir.to_path_buf() } else { dir.path().join(model_dir) };
+    let hub: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(hub["router_jitter_noise"], 0.05, "{hub}");
+    assert_eq!(hub["norm_topk_prob"], false, "{hub}");
 }

@@ -13,6 +13,7 @@ mod infer;
 mod kv_cache;
 mod parity;
 mod roundtrip;
+mod routing;
 mod tokenizer;
 mod train_runs;
 mod training;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MixtralConfig;
 use crate::error::{MoeError, Result};
+use crate::moe::RoutingConfig;
 
 /// `eos_token_id` is an int or a list of ints in HF configs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,9 +111,13 @@ pub struct HfMixtralConfig {
     /// Attention dropout (training only; must be 0 for parity).
     #[serde(default)]
     pub attention_dropout: f64,
-    /// Only used by HF while training; the forward pass here is the eval-mode function.
+    /// Router jitter while training (`routing.jitter_noise`).
     #[serde(default)]
     pub router_jitter_noise: f64,
+    /// Whether the top-k weights are renormalised (Qwen-MoE's key; transformers' Mixtral always
+    /// renormalises and has no such key, so it is written only when `false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_topk_prob: Option<bool>,
     /// Model classes the checkpoint is for (`MixtralForCausalLM`).
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
@@ -238,6 +243,10 @@ impl HfMixtralConfig {
             bos_token_id: self.bos_token_id,
             eos_token_ids: self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default(),
             pad_token_id: self.pad_token_id,
+            routing: RoutingConfig {
+                normalize_top_k: self.norm_topk_prob.unwrap_or(true),
+                jitter_noise: self.router_jitter_noise,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -276,7 +285,8 @@ impl HfMixtralConfig {
             },
             pad_token_id: config.pad_token_id,
             attention_dropout: 0.0,
-            router_jitter_noise: 0.0,
+            router_jitter_noise: config.routing.jitter_noise,
+            norm_topk_prob: (!config.routing.normalize_top_k).then_some(false),
             architectures: Some(vec!["MixtralForCausalLM".into()]),
             torch_dtype: Some(dtype.into()),
             dtype: Some(dtype.into()),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HfMixtralConfig;
 use crate::error::{MoeError, Result};
+use crate::moe::RoutingConfig;
 
 /// Shape and hyper-parameters of a Mixtral-architecture model.
 ///
@@ -50,6 +51,9 @@ pub struct MixtralConfig {
     pub eos_token_ids: Vec<u32>,
     /// Padding token id.
     pub pad_token_id: Option<u32>,
+    /// How tokens are routed to experts (Mixtral's softmax top-k unless a config says otherwise).
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 impl MixtralConfig {
@@ -75,6 +79,7 @@ impl MixtralConfig {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             pad_token_id: None,
+            routing: RoutingConfig::default(),
         }
     }
 
@@ -99,6 +104,7 @@ impl MixtralConfig {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             pad_token_id: None,
+            routing: RoutingConfig::default(),
         }
     }
 
@@ -125,6 +131,7 @@ impl MixtralConfig {
 
     /// Checks every field; the error names the first bad field and why.
     pub fn validate(&self) -> Result<()> {
+        self.routing.validate()?;
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.d_model),

@@ -111,6 +111,8 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
         bos_token_id: id("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
         pad_token_id: id("tokenizer.ggml.padding_token_id")?,
+        // llama.cpp's `llama` architecture renormalises the top-k weights and never jitters.
+        routing: Default::default(),
     };
     config.validate().map_err(|e| file.error(format!("the metadata describes an invalid model: {e}")))?;
     if let Some(rot) = uint("rope.dimension_count")? {

@@ -123,6 +123,14 @@ fn write_mixtral_gguf(
     values: impl Fn(HubParam, usize) -> Result<Vec<f32>>,
 ) -> Result<()> {
     config.validate()?;
+    if !config.routing.normalize_top_k {
+        // The file would load (here and in llama.cpp) as a model that renormalises.
+        return Err(MoeError::Unsupported(
+            "writing a model with routing.normalize_top_k = false to GGUF: llama.cpp's `llama` \
+             architecture always renormalises the top-k weights"
+                .into(),
+        ));
+    }
     for ty in [options.experts, options.dense] {
         if !WRITABLE.contains(&ty) {
             let names: Vec<_> = WRITABLE.iter().map(|t| t.name()).collect();

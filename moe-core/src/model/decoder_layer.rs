@@ -41,6 +41,7 @@ impl<B: Backend> DecoderLayer<B> {
             post_attention_layernorm: norm.init(device),
             block_sparse_moe: SparseMoeConfig::new(config.d_model, config.d_ff, config.n_experts)
                 .with_top_k(config.top_k)
+                .with_routing(&config.routing)
                 .init(device),
         }
     }

@@ -17,6 +17,10 @@ pub struct RouterConfig {
     pub n_experts: usize,
     /// Experts chosen per token.
     pub top_k: usize,
+    /// Rescale the chosen experts' probabilities to sum to 1 (see
+    /// [`RoutingConfig::normalize_top_k`](super::RoutingConfig::normalize_top_k)).
+    #[config(default = true)]
+    pub normalize_top_k: bool,
 }
 
 impl RouterConfig {
@@ -25,11 +29,13 @@ impl RouterConfig {
         Router {
             gate: LinearConfig::new(self.d_model, self.n_experts).with_bias(false).init(device).into(),
             top_k: self.top_k,
+            normalize_top_k: self.normalize_top_k,
         }
     }
 }
 
-/// Top-k token-choice router of Mixtral: `softmax(gate(x))` -> top-k -> renormalise.
+/// Top-k token-choice router of Mixtral: `softmax(gate(x))` -> top-k -> renormalise (or keep the
+/// raw probabilities when `normalize_top_k` is false).
 #[derive(Module, Debug)]
 pub struct Router<B: Backend> {
     /// `[D, E]`; the checkpoint's `block_sparse_moe.gate`.
@@ -37,6 +43,8 @@ pub struct Router<B: Backend> {
     /// Experts per token `K` (change it with [`SparseMoe::set_top_k`](super::SparseMoe::set_top_k),
     /// which validates it).
     pub top_k: usize,
+    /// Whether the chosen experts' weights are rescaled to sum to 1.
+    pub normalize_top_k: bool,
 }
 
 /// What the router decided for each token.
@@ -46,7 +54,8 @@ pub struct RouterOutput<B: Backend> {
     pub logits: Tensor<B, 2>,
     /// Chosen experts, best first, `[T, K]`.
     pub experts: Tensor<B, 2, Int>,
-    /// Their mixing weights (sum to 1 per token), in the activation dtype, `[T, K]`.
+    /// Their mixing weights (sum to 1 per token when renormalised), in the activation dtype,
+    /// `[T, K]`.
     pub weights: Tensor<B, 2>,
 }
 
@@ -60,11 +69,14 @@ impl<B: Backend> Router<B> {
         let logits = self.gate.forward(x).cast(FloatDType::F32); // [T, E]
         let probs = softmax(logits.clone(), 1);
         let experts = top_k_indices(probs.clone(), self.top_k); // [T, K]
+                                                                // The gradient reaches the gate through these weights.
         let weights = probs.gather(1, experts.clone()); // [T, K]
-                                                        // Renormalise over the chosen k, so the output is a convex combination of k experts
-                                                        // (Mixtral's choice; Switch-style routers keep the raw probabilities). The gradient
-                                                        // reaches the gate through these weights.
-        let weights = weights.clone() * positive_reciprocal(weights.sum_dim(1));
+                                                        // Renormalised over the chosen k, the output is a convex combination of k experts
+                                                        // (Mixtral's choice; Switch-style routers keep the raw probabilities).
+        let weights = match self.normalize_top_k {
+            true => weights.clone() * positive_reciprocal(weights.sum_dim(1)),
+            false => weights,
+        };
         RouterOutput { logits, experts, weights: weights.cast(dtype) }
     }
 }

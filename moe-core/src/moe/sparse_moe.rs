@@ -1,11 +1,11 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor};
 
 use crate::error::{MoeError, Result};
 
-use super::{DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOutput};
+use super::{DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOutput, RoutingConfig};
 
 /// Configuration of [`SparseMoe`].
 #[derive(Config, Debug)]
@@ -19,13 +19,24 @@ pub struct SparseMoeConfig {
     /// Experts per token.
     #[config(default = 2)]
     pub top_k: usize,
+    /// Rescale the chosen experts' probabilities to sum to 1 ([`RoutingConfig::normalize_top_k`]).
+    #[config(default = true)]
+    pub normalize_top_k: bool,
+    /// Router jitter while training ([`RoutingConfig::jitter_noise`]); 0 = none.
+    #[config(default = 0.0)]
+    pub jitter_noise: f64,
 }
 
 impl SparseMoeConfig {
     /// A layer with freshly initialised router and experts.
     ///
+    /// The routing options of a model config's `routing` section.
+    pub fn with_routing(self, routing: &RoutingConfig) -> Self {
+        self.with_normalize_top_k(routing.normalize_top_k).with_jitter_noise(routing.jitter_noise)
+    }
+
     /// # Panics
-    /// If `top_k` is not in `1..=n_experts`.
+    /// If `top_k` is not in `1..=n_experts`, or `jitter_noise` not in `[0, 1)`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SparseMoe<B> {
         assert!(
             (1..=self.n_experts).contains(&self.top_k),
@@ -33,9 +44,13 @@ impl SparseMoeConfig {
             self.top_k,
             self.n_experts
         );
+        assert!((0.0..1.0).contains(&self.jitter_noise), "jitter_noise ({}) must be in [0, 1)", self.jitter_noise);
         SparseMoe {
-            router: RouterConfig::new(self.d_model, self.n_experts, self.top_k).init(device),
+            router: RouterConfig::new(self.d_model, self.n_experts, self.top_k)
+                .with_normalize_top_k(self.normalize_top_k)
+                .init(device),
             experts: ExpertsConfig::new(self.n_experts, self.d_model, self.d_ff).init(device),
+            jitter_noise: self.jitter_noise,
         }
     }
 }
@@ -76,6 +91,8 @@ pub struct SparseMoe<B: Backend> {
     pub router: Router<B>,
     /// The SwiGLU experts.
     pub experts: Experts<B>,
+    /// Router jitter while training: the input is multiplied by noise from `[1 - j, 1 + j]`.
+    pub jitter_noise: f64,
 }
 
 /// Output of [`SparseMoe::forward`].
@@ -111,10 +128,25 @@ impl<B: Backend> SparseMoe<B> {
     pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> MoeOutput<B, N> {
         let shape = x.shape();
         let d = shape[N - 1];
-        let x = x.reshape([shape.num_elements() / d, d]); // [T, D]
+        let x = self.jitter(x.reshape([shape.num_elements() / d, d])); // [T, D]
         let route = self.router.forward(x.clone());
         let hidden = self.dispatch(x, &route).reshape(shape);
         MoeOutput { hidden, router_logits: route.logits, experts: route.experts }
+    }
+
+    /// `x` times uniform noise from `[1 - j, 1 + j]` while training (an autodiff backend), as
+    /// transformers' Mixtral does before its router and experts; `x` itself otherwise.
+    ///
+    /// # Shapes
+    /// - `x`: `[T, D]` -> `[T, D]`
+    fn jitter(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let j = self.jitter_noise;
+        if j == 0.0 || !B::ad_enabled(&x.device()) {
+            return x;
+        }
+        let noise = Tensor::<B, 2>::random(x.shape(), Distribution::Uniform(1.0 - j, 1.0 + j), &x.device());
+        let dtype = x.dtype();
+        x * noise.cast(dtype)
     }
 
     /// Groups tokens by expert, runs each expert once on its rows, and scatter-adds the
