@@ -78,6 +78,14 @@ pub struct Cli {
     /// renormalising them to sum to 1 (Switch, Qwen2-MoE; Mixtral renormalises).
     #[arg(long)]
     pub raw_top_k_weights: bool,
+    /// Expert capacity while training: each expert takes at most ceil(F * tokens * top_k /
+    /// experts) assignments per batch, in token order; the rest are dropped (the token passes
+    /// through the residual alone). Default: dropless.
+    #[arg(long, value_name = "F")]
+    pub capacity_factor: Option<f64>,
+    /// Expert capacity in evaluation and inference (default: --capacity-factor's).
+    #[arg(long, value_name = "F")]
+    pub eval_capacity_factor: Option<f64>,
     /// Evaluate every N steps.
     #[arg(long)]
     pub eval_every: Option<usize>,
@@ -126,6 +134,8 @@ impl Cli {
         if self.raw_top_k_weights {
             routing.normalize_top_k = false;
         }
+        routing.capacity_factor = self.capacity_factor.or(routing.capacity_factor);
+        routing.eval_capacity_factor = self.eval_capacity_factor.or(routing.eval_capacity_factor);
         Ok((config, name))
     }
 }
@@ -146,6 +156,8 @@ pub fn run() -> Result<()> {
                 cli.z_loss_coef.is_some(),
                 cli.router_jitter.is_some(),
                 cli.raw_top_k_weights,
+                cli.capacity_factor.is_some(),
+                cli.eval_capacity_factor.is_some(),
                 cli.eval_every.is_some(),
                 cli.checkpoint_every.is_some(),
             ];

@@ -42,6 +42,9 @@ pub struct TrainRecord {
     pub aux_loss: f32,
     /// Router z-loss (unscaled).
     pub z_loss: f32,
+    /// Fraction of expert assignments dropped for capacity (`routing.capacity_factor`).
+    #[serde(default)]
+    pub dropped_fraction: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
     /// Learning rate of the step.

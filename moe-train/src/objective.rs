@@ -16,6 +16,9 @@ pub struct Objective<B: Backend> {
     pub aux_loss: Tensor<B, 1>,
     /// Router z-loss (unscaled).
     pub z_loss: Tensor<B, 1>,
+    /// Fraction of the `T · K` assignments of all layers dropped for expert capacity (0
+    /// without `routing.capacity_factor`).
+    pub dropped_fraction: f32,
 }
 
 /// Runs the model on `input_ids` and assembles the objective. With a coefficient of 0 the part
@@ -29,8 +32,10 @@ pub fn objective<B: Backend>(
     aux_coef: f64,
     z_coef: f64,
 ) -> Objective<B> {
-    let MixtralOutput { logits, router_logits, .. } = model.forward(input_ids.clone());
+    let MixtralOutput { logits, router_logits, dropped, .. } = model.forward(input_ids.clone());
     let top_k = model.config().top_k;
+    let assignments = input_ids.shape().num_elements() * top_k * dropped.len().max(1);
+    let dropped_fraction = dropped.iter().sum::<usize>() as f32 / assignments as f32;
     let lm_loss = causal_lm_loss(logits, input_ids);
     let detached = |ls: &[Tensor<B, 2>]| ls.iter().map(|l| l.clone().detach()).collect::<Vec<_>>();
     let aux_loss = if aux_coef > 0.0 {
@@ -46,5 +51,5 @@ pub fn objective<B: Backend>(
     if z_coef > 0.0 {
         total = total + z_loss.clone().mul_scalar(z_coef);
     }
-    Objective { total, lm_loss, aux_loss, z_loss }
+    Objective { total, lm_loss, aux_loss, z_loss, dropped_fraction }
 }

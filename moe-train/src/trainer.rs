@@ -107,11 +107,13 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
         let lr = learning_rate(state.step, t);
         let mut accumulator = GradientsAccumulator::<Mixtral<B>>::new();
         let mut sums = [0f32; 4];
+        let mut dropped = 0f32;
         for _ in 0..t.grad_accum_steps {
             let (ids, _) = data.train.gather(&order.batch(state.batches_seen));
             state.batches_seen += 1;
             let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), device);
             let parts = objective(&model, input, aux_coef, t.z_loss_coef);
+            dropped += parts.dropped_fraction / t.grad_accum_steps as f32;
             let values = Tensor::cat(vec![parts.total.clone(), parts.lm_loss, parts.aux_loss, parts.z_loss], 0)
                 .detach()
                 .into_data()
@@ -143,6 +145,7 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
             lm_loss: sums[1],
             aux_loss: sums[2],
             z_loss: sums[3],
+            dropped_fraction: dropped,
             grad_norm,
             lr,
             tokens_per_sec: tokens_per_step as f64 / secs.max(1e-9),

@@ -78,13 +78,14 @@ fn a_run_folder_is_never_overwritten() {
 }
 
 /// The routing flags reach the model: the run's settings and the exported Hub config carry
-/// them (`router_jitter_noise`, `norm_topk_prob`), and the run trains with jitter on.
+/// them (`router_jitter_noise`, `norm_topk_prob`, `capacity_factor`), the run trains with them
+/// on, and its log reports the dropped assignments.
 #[test]
 fn routing_flags_reach_the_saved_model() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--out", "run", "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1"];
-    let out =
-        moe_train(&[&args[..], &["--router-jitter", "0.05", "--raw-top-k-weights", "--json"]].concat(), dir.path());
+    let routing = ["--router-jitter", "0.05", "--raw-top-k-weights", "--capacity-factor", "0.5", "--json"];
+    let out = moe_train(&[&args[..], &routing[..]].concat(), dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["final_train_loss"].as_f64().unwrap().is_finite());
@@ -92,10 +93,21 @@ fn routing_flags_reach_the_saved_model() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/config.json")).unwrap()).unwrap();
     assert_eq!(run["model"]["routing"]["jitter_noise"], 0.05, "{run}");
     assert_eq!(run["model"]["routing"]["normalize_top_k"], false, "{run}");
+    assert_eq!(run["model"]["routing"]["capacity_factor"], 0.5, "{run}");
+    // Half the average load per expert: about half the assignments are dropped, and the log
+    // says how many.
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    let dropped: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["dropped_fraction"].as_f64())
+        .collect();
+    assert!(!dropped.is_empty() && dropped.iter().all(|&f| (0.4..1.0).contains(&f)), "{metrics}");
     let model_dir = Path::new(summary["model_dir"].as_str().unwrap());
     let model_dir = if model_dir.is_absolute() { model_dir.to_path_buf() } else { dir.path().join(model_dir) };
     let hub: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model_dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(hub["router_jitter_noise"], 0.05, "{hub}");
     assert_eq!(hub["norm_topk_prob"], false, "{hub}");
+    assert_eq!(hub["capacity_factor"], 0.5, "{hub}");
 }

@@ -43,20 +43,38 @@ fn top_k_weights_are_the_probabilities_renormalised_or_not() {
     }
 }
 
-/// The router's gradient without renormalisation, against central differences of the same
-/// loss: every entry of the gate.
+/// The router's gradient without renormalisation, and with a capacity that drops assignments,
+/// against central differences of the same loss: every entry of the gate.
 #[test]
-fn raw_top_k_router_gradient_matches_finite_differences() {
+fn router_gradients_match_finite_differences() {
+    let (d, e) = (4, 4);
+    let base = SparseMoeConfig::new(d, 6, e).with_top_k(2);
+    router_gradient_matches_finite_differences(base.clone().with_normalize_top_k(false), "raw top-k weights");
+    // 12 assignments over 4 experts, 2 places each (factor 0.5 of the average 3): some dropped.
+    router_gradient_matches_finite_differences(base.with_capacity_factor(Some(0.5)), "capacity 0.5");
+}
+
+fn router_gradient_matches_finite_differences(config: SparseMoeConfig, name: &str) {
     let device = Default::default();
-    let (t, d, e) = (6, 4, 4);
-    let moe = SparseMoeConfig::new(d, 6, e).with_top_k(2).with_normalize_top_k(false).init::<CpuAutodiff>(&device);
-    let x = Tensor::<CpuAutodiff, 2>::random([t, d], Distribution::Normal(0.0, 1.0), &device);
-    let r = Tensor::<CpuAutodiff, 2>::random([t, d], Distribution::Normal(0.0, 1.0), &device);
+    let (t, d, e) = (6, config.d_model, config.n_experts);
+    // The gate and the inputs are fixed (the experts' random weights cannot change which experts
+    // are chosen), so no perturbation below crosses a top-k boundary on any run.
+    let mut moe = config.init::<CpuAutodiff>(&device);
+    let fixed = |n: usize, scale: f32, shape: [usize; 2]| {
+        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 1.37 + 0.4).sin() * scale).collect();
+        Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(values, shape), &device)
+    };
+    moe.router.gate.weight = Param::from_tensor(fixed(d * e, 0.9, [d, e]).require_grad());
+    let x = fixed(t * d, 1.0, [t, d]).mul_scalar(1.5);
+    let r = fixed(t * d, 1.0, [t, d]).flip([0]);
     let loss = |moe: &moe_core::moe::SparseMoe<CpuAutodiff>| (moe.forward(x.clone()).hidden * r.clone()).sum();
+    if name.starts_with("capacity") {
+        assert!(moe.forward(x.clone()).dropped > 0, "{name}: nothing dropped");
+    }
     let grads = loss(&moe).backward();
     let analytic = host(moe.router.gate.weight.val().grad(&grads).expect("the gate gets a gradient"));
     let weight = host(moe.router.gate.weight.val().inner());
-    let eps = 1e-2;
+    let eps = 1e-3;
     for i in 0..weight.len() {
         let at = |delta: f32| {
             let mut w = weight.clone();
@@ -69,7 +87,7 @@ fn raw_top_k_router_gradient_matches_finite_differences() {
         let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
         assert!(
             (numeric - analytic[i]).abs() <= 1e-2 * (1.0 + analytic[i].abs()),
-            "gate[{i}]: autodiff {} vs finite differences {numeric}",
+            "{name}, gate[{i}]: autodiff {} vs finite differences {numeric}",
             analytic[i]
         );
     }
@@ -112,7 +130,12 @@ fn jitter_scales_the_input_while_training_only() {
 #[test]
 fn routing_section_round_trips_and_is_validated() {
     use moe_core::config::HfMixtralConfig;
-    let routing = RoutingConfig { normalize_top_k: false, jitter_noise: 0.01 };
+    let routing = RoutingConfig {
+        normalize_top_k: false,
+        jitter_noise: 0.01,
+        capacity_factor: Some(1.25),
+        eval_capacity_factor: Some(2.0),
+    };
     let config = MixtralConfig { routing: routing.clone(), ..MixtralConfig::tiny() };
     let json = serde_json::to_string(&config).unwrap();
     assert_eq!(serde_json::from_str::<MixtralConfig>(&json).unwrap(), config);
@@ -124,10 +147,14 @@ fn routing_section_round_trips_and_is_validated() {
     let hf = serde_json::to_value(HfMixtralConfig::from_mixtral(&config, "float32")).unwrap();
     assert_eq!(hf["norm_topk_prob"], false);
     assert_eq!(hf["router_jitter_noise"], 0.01);
+    assert_eq!(hf["capacity_factor"], 1.25);
+    assert_eq!(hf["eval_capacity_factor"], 2.0);
     let back: HfMixtralConfig = serde_json::from_value(hf).unwrap();
     assert_eq!(back.to_mixtral().unwrap().routing, routing);
     let mixtral = serde_json::to_value(HfMixtralConfig::from_mixtral(&MixtralConfig::tiny(), "float32")).unwrap();
-    assert!(mixtral.get("norm_topk_prob").is_none(), "{mixtral}");
+    for key in ["norm_topk_prob", "capacity_factor", "eval_capacity_factor"] {
+        assert!(mixtral.get(key).is_none(), "{key}: {mixtral}");
+    }
 
     for bad in [-0.1, 1.0, f64::NAN] {
         let config = MixtralConfig {
@@ -136,6 +163,9 @@ fn routing_section_round_trips_and_is_validated() {
         };
         let err = config.validate().expect_err("refused").to_string();
         assert!(err.contains("routing.jitter_noise"), "{err}");
+        let routing = RoutingConfig { eval_capacity_factor: Some(bad.min(0.0)), ..Default::default() };
+        let err = MixtralConfig { routing, ..MixtralConfig::tiny() }.validate().expect_err("refused").to_string();
+        assert!(err.contains("routing.eval_capacity_factor"), "{err}");
     }
     let unknown = r#"{"normalize_top_k": true, "jitter": 0.1}"#;
     assert!(serde_json::from_str::<RoutingConfig>(unknown).unwrap_err().to_string().contains("jitter"));
@@ -145,4 +175,64 @@ fn routing_section_round_trips_and_is_validated() {
     let options = moe_core::gguf::GgufExport::new(moe_core::gguf::GgmlType::F32);
     let err = moe_core::gguf::save_gguf(&model, dir.path().join("m.gguf"), &options).expect_err("refused").to_string();
     assert!(err.contains("normalize_top_k"), "{err}");
+    let capped = MixtralConfig {
+        routing: RoutingConfig { capacity_factor: Some(1.0), ..Default::default() },
+        ..MixtralConfig::tiny()
+    };
+    let model = capped.init::<Cpu>(&Default::default());
+    let err = moe_core::gguf::save_gguf(&model, dir.path().join("m.gguf"), &options).expect_err("refused").to_string();
+    assert!(err.contains("dropless"), "{err}");
+}
+
+/// A layer whose router is the identity on 2-wide inputs: `[a, 0]` goes to expert 0, `[0, b]`
+/// to expert 1 (top-1).
+fn two_expert_layer<B: burn::tensor::backend::Backend>(config: SparseMoeConfig) -> moe_core::moe::SparseMoe<B> {
+    let device = Default::default();
+    let mut moe = config.init::<B>(&device);
+    moe.router.gate.weight =
+        Param::from_tensor(Tensor::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]), &device));
+    moe
+}
+
+/// Capacity `ceil(factor · T · K / E)`: with factor 1, 4 tokens, top-1 and 2 experts, each expert
+/// takes 2. Three tokens choose expert 0: the first two (token order) run, the third is dropped
+/// (zero output: only the residual carries it), the fourth runs on expert 1. The inference
+/// factor applies without autodiff, the training one with it; a factor large enough for every
+/// assignment is exactly dropless.
+#[test]
+fn capacity_drops_the_latest_tokens_of_a_full_expert() {
+    let device = Default::default();
+    let x = vec![1.0f32, 0.0, 2.0, 0.0, 3.0, 0.0, 0.0, 1.0];
+    let base = SparseMoeConfig::new(2, 4, 2).with_top_k(1);
+    let dropless = two_expert_layer::<Cpu>(base.clone());
+    let input = || Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [4, 2]), &device);
+    let free = dropless.forward(input());
+    assert_eq!(free.dropped, 0);
+    let free = host(free.hidden);
+
+    let mut capped = dropless.clone();
+    capped.capacity = [Some(10.0), Some(1.0)]; // [training, inference]
+    let out = capped.forward(input());
+    assert_eq!(moe_core::moe::expert_capacity(1.0, 4, 1, 2), 2);
+    assert_eq!(out.dropped, 1);
+    let got = host(out.hidden);
+    for token in [0, 1, 3] {
+        assert_eq!(&got[2 * token..2 * token + 2], &free[2 * token..2 * token + 2], "token {token}");
+    }
+    assert_eq!(&got[4..6], &[0.0, 0.0], "the third token of expert 0 is dropped");
+
+    // Factor 2 = E / K: every expert can take every token.
+    capped.capacity = [None, Some(2.0)];
+    let out = capped.forward(input());
+    assert_eq!(out.dropped, 0);
+    assert_eq!(host(out.hidden), free);
+
+    // While training the training factor counts (10: nothing dropped), then 1 drops one.
+    let training =
+        two_expert_layer::<CpuAutodiff>(base.with_capacity_factor(Some(10.0)).with_eval_capacity_factor(Some(1.0)));
+    let input = || Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(x.clone(), [4, 2]), &device);
+    assert_eq!(training.forward(input()).dropped, 0);
+    let mut training = training;
+    training.capacity[0] = Some(1.0);
+    assert_eq!(training.forward(input()).dropped, 1);
 }

@@ -118,6 +118,13 @@ pub struct HfMixtralConfig {
     /// renormalises and has no such key, so it is written only when `false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub norm_topk_prob: Option<bool>,
+    /// Expert capacity factor while training (`routing.capacity_factor`; not a transformers
+    /// key: written only when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_factor: Option<f64>,
+    /// Expert capacity factor in inference (`routing.eval_capacity_factor`; written only when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_capacity_factor: Option<f64>,
     /// Model classes the checkpoint is for (`MixtralForCausalLM`).
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
@@ -246,6 +253,8 @@ impl HfMixtralConfig {
             routing: RoutingConfig {
                 normalize_top_k: self.norm_topk_prob.unwrap_or(true),
                 jitter_noise: self.router_jitter_noise,
+                capacity_factor: self.capacity_factor,
+                eval_capacity_factor: self.eval_capacity_factor,
             },
         };
         config.validate()?;
@@ -287,6 +296,8 @@ impl HfMixtralConfig {
             attention_dropout: 0.0,
             router_jitter_noise: config.routing.jitter_noise,
             norm_topk_prob: (!config.routing.normalize_top_k).then_some(false),
+            capacity_factor: config.routing.capacity_factor,
+            eval_capacity_factor: config.routing.eval_capacity_factor,
             architectures: Some(vec!["MixtralForCausalLM".into()]),
             torch_dtype: Some(dtype.into()),
             dtype: Some(dtype.into()),

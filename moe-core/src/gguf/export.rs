@@ -123,11 +123,18 @@ fn write_mixtral_gguf(
     values: impl Fn(HubParam, usize) -> Result<Vec<f32>>,
 ) -> Result<()> {
     config.validate()?;
+    // The file would load (here and in llama.cpp) as a model that routes the `llama` way.
     if !config.routing.normalize_top_k {
-        // The file would load (here and in llama.cpp) as a model that renormalises.
         return Err(MoeError::Unsupported(
             "writing a model with routing.normalize_top_k = false to GGUF: llama.cpp's `llama` \
              architecture always renormalises the top-k weights"
+                .into(),
+        ));
+    }
+    if config.routing.capacity_factor(false).is_some() {
+        return Err(MoeError::Unsupported(
+            "writing a model with an inference capacity factor (routing.eval_capacity_factor or \
+             routing.capacity_factor) to GGUF: llama.cpp's `llama` architecture is dropless"
                 .into(),
         ));
     }

@@ -28,6 +28,8 @@ pub struct DecoderLayerOutput<B: Backend> {
     pub router_logits: Tensor<B, 2>,
     /// `[T, K]`
     pub experts: Tensor<B, 2, Int>,
+    /// Assignments dropped for capacity (see [`crate::moe::RoutingConfig::capacity_factor`]).
+    pub dropped: usize,
 }
 
 impl<B: Backend> DecoderLayer<B> {
@@ -72,6 +74,11 @@ impl<B: Backend> DecoderLayer<B> {
     /// The second half of the layer: `h + moe(norm(h))`.
     fn feed_forward(&self, h: Tensor<B, 3>) -> DecoderLayerOutput<B> {
         let moe = self.block_sparse_moe.forward(self.post_attention_layernorm.forward(h.clone()));
-        DecoderLayerOutput { hidden: h + moe.hidden, router_logits: moe.router_logits, experts: moe.experts }
+        DecoderLayerOutput {
+            hidden: h + moe.hidden,
+            router_logits: moe.router_logits,
+            experts: moe.experts,
+            dropped: moe.dropped,
+        }
     }
 }

@@ -40,6 +40,9 @@ pub struct MixtralOutput<B: Backend> {
     pub router_logits: Vec<Tensor<B, 2>>,
     /// One `[T, K]` tensor of chosen experts per layer.
     pub experts: Vec<Tensor<B, 2, Int>>,
+    /// Per layer, the assignments (of `T · K`) dropped because their expert was full; zeros
+    /// without a capacity factor.
+    pub dropped: Vec<usize>,
 }
 
 impl MixtralConfig {
@@ -177,21 +180,27 @@ impl<B: Backend> Mixtral<B> {
 struct Routing<B: Backend> {
     router_logits: Vec<Tensor<B, 2>>,
     experts: Vec<Tensor<B, 2, Int>>,
+    dropped: Vec<usize>,
 }
 
 impl<B: Backend> Routing<B> {
     fn new(layers: usize) -> Self {
-        Self { router_logits: Vec::with_capacity(layers), experts: Vec::with_capacity(layers) }
+        Self {
+            router_logits: Vec::with_capacity(layers),
+            experts: Vec::with_capacity(layers),
+            dropped: Vec::with_capacity(layers),
+        }
     }
 
     /// Keeps a layer's router outputs; returns its hidden states.
     fn record(&mut self, out: DecoderLayerOutput<B>) -> Tensor<B, 3> {
         self.router_logits.push(out.router_logits);
         self.experts.push(out.experts);
+        self.dropped.push(out.dropped);
         out.hidden
     }
 
     fn output(self, logits: Tensor<B, 3>) -> MixtralOutput<B> {
-        MixtralOutput { logits, router_logits: self.router_logits, experts: self.experts }
+        MixtralOutput { logits, router_logits: self.router_logits, experts: self.experts, dropped: self.dropped }
     }
 }

@@ -10,6 +10,6 @@ mod topk;
 pub use dispatch::DispatchPlan;
 pub use experts::{Experts, ExpertsConfig};
 pub use router::{Router, RouterConfig, RouterOutput};
-pub use routing::RoutingConfig;
+pub use routing::{expert_capacity, RoutingConfig};
 pub use sparse_moe::{MoeOutput, SparseMoe, SparseMoeConfig};
 pub use topk::top_k_indices;

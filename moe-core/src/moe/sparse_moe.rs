@@ -25,6 +25,11 @@ pub struct SparseMoeConfig {
     /// Router jitter while training ([`RoutingConfig::jitter_noise`]); 0 = none.
     #[config(default = 0.0)]
     pub jitter_noise: f64,
+    /// Expert capacity factor while training ([`RoutingConfig::capacity_factor`]); `None` =
+    /// dropless.
+    pub capacity_factor: Option<f64>,
+    /// Expert capacity factor in inference ([`RoutingConfig::eval_capacity_factor`]).
+    pub eval_capacity_factor: Option<f64>,
 }
 
 impl SparseMoeConfig {
@@ -32,11 +37,15 @@ impl SparseMoeConfig {
     ///
     /// The routing options of a model config's `routing` section.
     pub fn with_routing(self, routing: &RoutingConfig) -> Self {
-        self.with_normalize_top_k(routing.normalize_top_k).with_jitter_noise(routing.jitter_noise)
+        self.with_normalize_top_k(routing.normalize_top_k)
+            .with_jitter_noise(routing.jitter_noise)
+            .with_capacity_factor(routing.capacity_factor)
+            .with_eval_capacity_factor(routing.eval_capacity_factor)
     }
 
     /// # Panics
-    /// If `top_k` is not in `1..=n_experts`, or `jitter_noise` not in `[0, 1)`.
+    /// If `top_k` is not in `1..=n_experts`, `jitter_noise` not in `[0, 1)` or a capacity factor
+    /// not above 0.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SparseMoe<B> {
         assert!(
             (1..=self.n_experts).contains(&self.top_k),
@@ -45,12 +54,16 @@ impl SparseMoeConfig {
             self.n_experts
         );
         assert!((0.0..1.0).contains(&self.jitter_noise), "jitter_noise ({}) must be in [0, 1)", self.jitter_noise);
+        for factor in [self.capacity_factor, self.eval_capacity_factor].into_iter().flatten() {
+            assert!(factor.is_finite() && factor > 0.0, "capacity factors must be > 0 (got {factor})");
+        }
         SparseMoe {
             router: RouterConfig::new(self.d_model, self.n_experts, self.top_k)
                 .with_normalize_top_k(self.normalize_top_k)
                 .init(device),
             experts: ExpertsConfig::new(self.n_experts, self.d_model, self.d_ff).init(device),
             jitter_noise: self.jitter_noise,
+            capacity: [self.capacity_factor, self.eval_capacity_factor.or(self.capacity_factor)],
         }
     }
 }
@@ -93,6 +106,8 @@ pub struct SparseMoe<B: Backend> {
     pub experts: Experts<B>,
     /// Router jitter while training: the input is multiplied by noise from `[1 - j, 1 + j]`.
     pub jitter_noise: f64,
+    /// Capacity factors `[training, inference]`; `None` = dropless.
+    pub capacity: [Option<f64>; 2],
 }
 
 /// Output of [`SparseMoe::forward`].
@@ -104,6 +119,8 @@ pub struct MoeOutput<B: Backend, const N: usize> {
     pub router_logits: Tensor<B, 2>,
     /// Chosen experts per token, `[T, K]`: for load statistics.
     pub experts: Tensor<B, 2, Int>,
+    /// Assignments (of `T · K`) dropped because their expert was full; 0 without a capacity.
+    pub dropped: usize,
 }
 
 impl<B: Backend> SparseMoe<B> {
@@ -130,8 +147,14 @@ impl<B: Backend> SparseMoe<B> {
         let d = shape[N - 1];
         let x = self.jitter(x.reshape([shape.num_elements() / d, d])); // [T, D]
         let route = self.router.forward(x.clone());
-        let hidden = self.dispatch(x, &route).reshape(shape);
-        MoeOutput { hidden, router_logits: route.logits, experts: route.experts }
+        let (hidden, dropped) = self.dispatch(x, &route);
+        MoeOutput { hidden: hidden.reshape(shape), router_logits: route.logits, experts: route.experts, dropped }
+    }
+
+    /// Assignments each expert takes at most for `tokens` tokens, if capacity is limited.
+    fn capacity(&self, tokens: usize, device: &B::Device) -> Option<usize> {
+        let factor = self.capacity[usize::from(!B::ad_enabled(device))]?;
+        Some(super::expert_capacity(factor, tokens, self.top_k(), self.experts.n_experts()))
     }
 
     /// `x` times uniform noise from `[1 - j, 1 + j]` while training (an autodiff backend), as
@@ -149,34 +172,52 @@ impl<B: Backend> SparseMoe<B> {
         x * noise.cast(dtype)
     }
 
-    /// Groups tokens by expert, runs each expert once on its rows, and scatter-adds the
-    /// weighted results back to token order.
+    /// Groups tokens by expert, runs each expert once on its rows (the first `capacity` of
+    /// them, in token order, when capacity is limited; the rest get zeros), and scatter-adds the
+    /// weighted results back to token order. Returns the output and the dropped count.
     ///
     /// # Shapes
     /// - `x`: `[T, D]` -> `[T, D]`
-    fn dispatch(&self, x: Tensor<B, 2>, route: &RouterOutput<B>) -> Tensor<B, 2> {
+    fn dispatch(&self, x: Tensor<B, 2>, route: &RouterOutput<B>) -> (Tensor<B, 2>, usize) {
         let [t, d] = x.dims();
         let [_, k] = route.experts.dims();
+        let device = x.device();
+        let capacity = self.capacity(t, &device).unwrap_or(usize::MAX);
         let plan = DispatchPlan::new(route.experts.clone(), self.experts.n_experts());
         let x_sorted = x.select(0, plan.token_index.clone()); // [T*K, D]
         let w_sorted =
             route.weights.clone().reshape([t * k]).select(0, plan.assignment_index.clone()).reshape([t * k, 1]);
+        let mut dropped = 0;
         let outputs: Vec<_> = plan
             .ranges()
             .filter(|(_, range)| !range.is_empty())
-            .map(|(e, range)| {
-                let rows = x_sorted.clone().narrow(0, range.start, range.len());
-                self.experts.forward_expert(e, rows)
+            .flat_map(|(e, range)| {
+                let kept = range.len().min(capacity);
+                let rows = x_sorted.clone().narrow(0, range.start, kept);
+                let out = self.experts.forward_expert(e, rows);
+                // The overflow's slots stay in place (zeros), so slots still line up with
+                // `token_index` below.
+                let overflow = range.len() - kept;
+                dropped += overflow;
+                let zeros = (overflow > 0).then(|| Tensor::<B, 2>::zeros([overflow, d], &device).cast(out.dtype()));
+                std::iter::once(out).chain(zeros)
             })
             .collect();
         let y_sorted = Tensor::cat(outputs, 0) * w_sorted; // [T*K, D]
                                                            // Slots are in expert order, so each token's k contributions are added in ascending
                                                            // expert order, as HF's loop over experts does.
-        Tensor::zeros([t, d], &y_sorted.device()).select_assign(0, plan.token_index, y_sorted, IndexingUpdateOp::Add)
+        let hidden = Tensor::zeros([t, d], &y_sorted.device()).select_assign(
+            0,
+            plan.token_index,
+            y_sorted,
+            IndexingUpdateOp::Add,
+        );
+        (hidden, dropped)
     }
 
     /// Reference implementation: every expert on every token, masked by the routing weights.
-    /// `E/K` times the work of [`Self::forward`]; for tests and benchmarks only.
+    /// `E/K` times the work of [`Self::forward`]; for tests and benchmarks only. Dropless: it
+    /// ignores the capacity factor (and jitter).
     ///
     /// # Shapes
     /// - `x`: `[T, D]` -> `[T, D]`
@@ -194,6 +235,6 @@ impl<B: Backend> SparseMoe<B> {
         let all = self.experts.forward_all(x); // [E, T, D]
         let weights = dense.transpose().unsqueeze_dim::<3>(2); // [E, T, 1]
         let hidden = (all * weights).sum_dim(0).squeeze_dim::<2>(0);
-        MoeOutput { hidden, router_logits: route.logits, experts: route.experts }
+        MoeOutput { hidden, router_logits: route.logits, experts: route.experts, dropped: 0 }
     }
 }
