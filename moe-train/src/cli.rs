@@ -8,7 +8,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Parser;
 use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
+use moe_core::moe::Scoring;
 
+use crate::compare::SchemeResult;
 use crate::config::{TrainConfig, PRESETS};
 use crate::setup::{default_run_dir, new_run, resume_run, DataSpec};
 use crate::trainer::{train, RunSetup, RunSummary};
@@ -20,8 +22,11 @@ use crate::trainer::{train, RunSetup, RunSummary};
 /// config, metrics.jsonl, checkpoints, PNG plots and the model in HuggingFace Hub layout, which
 /// `moe-infer` and transformers' MixtralForCausalLM load.
 #[derive(Parser, Debug)]
-#[command(name = "moe-train", version, about, long_about)]
+#[command(name = "moe-train", version, about, long_about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// Other jobs than training one model.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// JSON config: {"model": {...MixtralConfig}, "train": {...}}; missing train fields take defaults.
     #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
@@ -86,6 +91,39 @@ pub struct Cli {
     /// Expert capacity in evaluation and inference (default: --capacity-factor's).
     #[arg(long, value_name = "F")]
     pub eval_capacity_factor: Option<f64>,
+    /// How gate logits become expert scores: softmax (Mixtral) or an independent sigmoid per
+    /// expert (DeepSeek-V3).
+    #[arg(long, value_parser = ["softmax", "sigmoid"])]
+    pub scoring: Option<String>,
+    /// Auxiliary-loss-free balancing (DeepSeek-V3): each expert gets a selection bias that moves
+    /// by RATE after every step, up when the expert got fewer tokens than the mean, down when
+    /// more (DeepSeek-V3: 0.001). Usually with --aux-loss-coef 0.
+    #[arg(long, value_name = "RATE")]
+    pub bias_update_rate: Option<f64>,
+    /// Split the experts into G groups; each token chooses within its --top-k-groups best
+    /// groups (DeepSeek-V3's group-limited routing).
+    #[arg(long, value_name = "G")]
+    pub expert_groups: Option<usize>,
+    /// Groups each token may route into (with --expert-groups).
+    #[arg(long, value_name = "N")]
+    pub top_k_groups: Option<usize>,
+    /// Multiply the routed experts' weights by S (DeepSeek-V3's routed_scaling_factor).
+    #[arg(long, value_name = "S")]
+    pub routed_scaling: Option<f64>,
+    /// Always-on shared experts beside the routed ones (DeepSeekMoE, Qwen-MoE), fused into one
+    /// block N times an expert's width.
+    #[arg(long, value_name = "N")]
+    pub shared_experts: Option<usize>,
+    /// Hidden width of the shared block (default: N times the experts' intermediate size).
+    #[arg(long, value_name = "F")]
+    pub shared_d_ff: Option<usize>,
+    /// Scale the shared block's output by a learned per-token sigmoid gate (Qwen-MoE).
+    #[arg(long)]
+    pub shared_expert_gate: bool,
+    /// Fine-grained experts (DeepSeekMoE): split every expert into M experts 1/M as wide and
+    /// route each token to M times as many, so parameters and compute per token stay the same.
+    #[arg(long, value_name = "M")]
+    pub fine_grained: Option<usize>,
     /// Evaluate every N steps.
     #[arg(long)]
     pub eval_every: Option<usize>,
@@ -95,6 +133,79 @@ pub struct Cli {
     /// Print one JSON object with the run's results at the end (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `moe-train <command>`.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Train the tiny preset on the built-in corpus under each routing scheme (same seed, data
+    /// and steps) and write one table (comparison.md, .json) and one plot (comparison.png): val
+    /// loss, tokens dropped, load imbalance, dead experts, task/expert NMI, task accuracy, tokens/s.
+    Compare(CompareArgs),
+}
+
+/// Options of `moe-train compare`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Schemes to train, comma-separated, in this order. Default: all of preset, mixtral,
+    /// no-balancing, switch, deepseek, qwen.
+    #[arg(long, value_delimiter = ',')]
+    pub schemes: Vec<String>,
+    /// Optimizer steps per scheme (the learning rate decays over them). Default: the preset's.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Folder for the runs (one per scheme) and the report. Default: `runs/compare-<n>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`).
+    #[arg(long, default_value_t = BackendKind::fastest_cpu())]
+    pub backend: BackendKind,
+    /// Seed of every run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the results as one JSON array instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `moe-train compare`.
+fn compare(args: &CompareArgs) -> Result<()> {
+    let kind = args.backend.ensure_compiled()?;
+    let schemes = crate::compare::select(&args.schemes)?;
+    let mut base = TrainConfig::tiny();
+    if let Some(steps) = args.steps {
+        if steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        let t = &mut base.train;
+        t.steps = steps;
+        t.lr_decay_steps = steps;
+        t.eval_every = t.eval_every.min(steps);
+        t.checkpoint_every = steps;
+        t.warmup_steps = t.warmup_steps.min(steps / 2);
+    }
+    base.train.seed = args.seed.unwrap_or(base.train.seed);
+    let out = args.out.clone().unwrap_or_else(|| default_run_dir("compare"));
+    let progress = std::io::stderr().is_terminal();
+    let mut results = Vec::new();
+    for (i, scheme) in schemes.iter().enumerate() {
+        eprintln!("[{}/{}] {}: {}", i + 1, schemes.len(), scheme.name, scheme.about);
+        let config = scheme.apply(&base);
+        let spec = DataSpec { paths: Vec::new(), tokenizer: None };
+        let setup = new_run(config.clone(), spec, &out.join(scheme.name), progress)?;
+        let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })??;
+        results.push(SchemeResult::from_run(scheme, &config, &summary)?);
+    }
+    let files = crate::compare::write_report(&out, &results)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&results)?);
+    } else {
+        print!("{}", crate::compare::markdown_table(&results));
+        for file in files {
+            println!("wrote {}", file.display());
+        }
+    }
+    Ok(())
 }
 
 impl Cli {
@@ -136,6 +247,32 @@ impl Cli {
         }
         routing.capacity_factor = self.capacity_factor.or(routing.capacity_factor);
         routing.eval_capacity_factor = self.eval_capacity_factor.or(routing.eval_capacity_factor);
+        if let Some(scoring) = &self.scoring {
+            routing.scoring = if scoring == "sigmoid" { Scoring::Sigmoid } else { Scoring::Softmax };
+        }
+        routing.bias_update_rate = self.bias_update_rate.unwrap_or(routing.bias_update_rate);
+        routing.n_groups = self.expert_groups.unwrap_or(routing.n_groups);
+        routing.top_k_groups = self.top_k_groups.unwrap_or(routing.top_k_groups);
+        routing.scaling_factor = self.routed_scaling.unwrap_or(routing.scaling_factor);
+        routing.n_shared_experts = self.shared_experts.unwrap_or(routing.n_shared_experts);
+        routing.shared_d_ff = self.shared_d_ff.or(routing.shared_d_ff);
+        routing.shared_expert_gate |= self.shared_expert_gate;
+        if let Some(m) = self.fine_grained {
+            let model = &mut config.model;
+            if m == 0 || !model.d_ff.is_multiple_of(m) {
+                bail!(
+                    "--fine-grained {m}: M must be at least 1 and divide the experts' intermediate size ({})",
+                    model.d_ff
+                );
+            }
+            // The shared block keeps the width it had before the split.
+            if model.routing.n_shared_experts > 0 && model.routing.shared_d_ff.is_none() {
+                model.routing.shared_d_ff = Some(model.routing.n_shared_experts * model.d_ff);
+            }
+            model.n_experts *= m;
+            model.top_k *= m;
+            model.d_ff /= m;
+        }
         Ok((config, name))
     }
 }
@@ -143,6 +280,9 @@ impl Cli {
 /// The `moe-train` command line: parses arguments, sets up or resumes the run, trains, reports.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Compare(args)) = &cli.command {
+        return compare(args);
+    }
     let kind = cli.backend.ensure_compiled()?;
     let progress = std::io::stderr().is_terminal();
     let setup = match &cli.resume {
@@ -158,6 +298,15 @@ pub fn run() -> Result<()> {
                 cli.raw_top_k_weights,
                 cli.capacity_factor.is_some(),
                 cli.eval_capacity_factor.is_some(),
+                cli.scoring.is_some(),
+                cli.bias_update_rate.is_some(),
+                cli.expert_groups.is_some(),
+                cli.top_k_groups.is_some(),
+                cli.routed_scaling.is_some(),
+                cli.shared_experts.is_some(),
+                cli.shared_d_ff.is_some(),
+                cli.shared_expert_gate,
+                cli.fine_grained.is_some(),
                 cli.eval_every.is_some(),
                 cli.checkpoint_every.is_some(),
             ];

@@ -10,6 +10,7 @@
 //! - [`metrics`] and [`plots`]: per-step/per-eval JSONL, expert load, router entropy,
 //!   task/expert specialisation, PNG plots;
 //! - [`trainer::train`]: the loop that ties them together; [`setup`] prepares a run folder.
+//! - [`compare`]: the routing schemes trained side by side (`moe-train compare`).
 //!
 //! The `moe-train` binary is [`cli::run`].
 
@@ -17,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -1,9 +1,11 @@
 //! The training objective, assembled as HF's `MixtralForCausalLM` does.
 
+use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use moe_core::loss::{causal_lm_loss, load_balancing_loss, router_z_loss};
 use moe_core::model::{Mixtral, MixtralOutput};
+use moe_core::moe::Scoring;
 
 /// The objective and its parts, each `[1]`.
 #[derive(Debug, Clone)]
@@ -19,6 +21,9 @@ pub struct Objective<B: Backend> {
     /// Fraction of the `T · K` assignments of all layers dropped for expert capacity (0
     /// without `routing.capacity_factor`).
     pub dropped_fraction: f32,
+    /// Assignments each layer routed to each expert, `[L][E]`: the load that
+    /// auxiliary-loss-free balancing evens out after the step.
+    pub expert_counts: Vec<Vec<usize>>,
 }
 
 /// Runs the model on `input_ids` and assembles the objective. With a coefficient of 0 the part
@@ -32,16 +37,23 @@ pub fn objective<B: Backend>(
     aux_coef: f64,
     z_coef: f64,
 ) -> Objective<B> {
-    let MixtralOutput { logits, router_logits, dropped, .. } = model.forward(input_ids.clone());
+    let MixtralOutput { logits, router_logits, dropped, expert_counts, .. } = model.forward(input_ids.clone());
     let top_k = model.config().top_k;
     let assignments = input_ids.shape().num_elements() * top_k * dropped.len().max(1);
     let dropped_fraction = dropped.iter().sum::<usize>() as f32 / assignments as f32;
     let lm_loss = causal_lm_loss(logits, input_ids);
     let detached = |ls: &[Tensor<B, 2>]| ls.iter().map(|l| l.clone().detach()).collect::<Vec<_>>();
+    // The balancing loss weighs each expert's share of the tokens by its mean score: softmax
+    // probabilities, or for sigmoid scoring the sigmoids normalised per token (DeepSeek-V3's
+    // balance loss), which is the softmax of their logs.
+    let scores = match model.config().routing.scoring {
+        Scoring::Softmax => router_logits.clone(),
+        Scoring::Sigmoid => router_logits.iter().map(|l| log_sigmoid(l.clone())).collect(),
+    };
     let aux_loss = if aux_coef > 0.0 {
-        load_balancing_loss(&router_logits, top_k, None)
+        load_balancing_loss(&scores, top_k, None)
     } else {
-        load_balancing_loss(&detached(&router_logits), top_k, None)
+        load_balancing_loss(&detached(&scores), top_k, None)
     };
     let z_loss = if z_coef > 0.0 { router_z_loss(&router_logits) } else { router_z_loss(&detached(&router_logits)) };
     let mut total = lm_loss.clone();
@@ -51,5 +63,5 @@ pub fn objective<B: Backend>(
     if z_coef > 0.0 {
         total = total + z_loss.clone().mul_scalar(z_coef);
     }
-    Objective { total, lm_loss, aux_loss, z_loss, dropped_fraction }
+    Objective { total, lm_loss, aux_loss, z_loss, dropped_fraction, expert_counts }
 }

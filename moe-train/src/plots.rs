@@ -182,3 +182,40 @@ fn routing_heatmap(path: &Path, eval: &EvalRecord, tasks: &[&str]) -> DrawResult
     root.present()?;
     Ok(())
 }
+
+/// Validation loss against step, one line per scheme of `moe-train compare`, with the legend
+/// in a column of its own beside the chart so that it covers no line.
+pub fn draw_comparison(path: &Path, curves: &[(&str, &[(usize, f32)])]) -> Result<()> {
+    register();
+    comparison(path, curves).map_err(|e| plot_error(path, e))
+}
+
+fn comparison(path: &Path, curves: &[(&str, &[(usize, f32)])]) -> DrawResult {
+    let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (plot, legend) = root.split_horizontally(780);
+    let points = curves.iter().flat_map(|(_, c)| c.iter());
+    let last_step = points.clone().map(|p| p.0).max().unwrap_or(1).max(1);
+    let (lo, hi) = points.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let mut chart = ChartBuilder::on(&plot)
+        .caption("Validation loss by routing scheme", ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0..last_step, (lo * 0.95).max(0.0)..hi * 1.05)?;
+    chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats)").draw()?;
+    for (i, (_, curve)) in curves.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart.draw_series(LineSeries::new(curve.iter().copied(), color.stroke_width(2)))?;
+        chart.draw_series(curve.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    for (i, (name, _)) in curves.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let y = 70 + 28 * i as i32;
+        legend.draw(&PathElement::new([(10, y), (40, y)], color.stroke_width(3)))?;
+        legend.draw(&Text::new(name.to_string(), (48, y - 8), ("sans-serif", 16)))?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -108,12 +108,18 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
         let mut accumulator = GradientsAccumulator::<Mixtral<B>>::new();
         let mut sums = [0f32; 4];
         let mut dropped = 0f32;
+        let mut loads: Vec<Vec<usize>> = Vec::new();
         for _ in 0..t.grad_accum_steps {
             let (ids, _) = data.train.gather(&order.batch(state.batches_seen));
             state.batches_seen += 1;
             let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), device);
             let parts = objective(&model, input, aux_coef, t.z_loss_coef);
             dropped += parts.dropped_fraction / t.grad_accum_steps as f32;
+            loads.resize_with(parts.expert_counts.len(), Vec::new);
+            for (sum, counts) in loads.iter_mut().zip(&parts.expert_counts) {
+                sum.resize(counts.len(), 0);
+                sum.iter_mut().zip(counts).for_each(|(s, c)| *s += c);
+            }
             let values = Tensor::cat(vec![parts.total.clone(), parts.lm_loss, parts.aux_loss, parts.z_loss], 0)
                 .detach()
                 .into_data()
@@ -135,6 +141,8 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
             return Err(non_finite(step, "gradient norm", grad_norm, run_dir));
         }
         model = optim.step(lr, model, grads);
+        // Auxiliary-loss-free balancing (a no-op unless routing.bias_update_rate > 0).
+        model.update_expert_biases(&loads);
         let secs = started.elapsed().as_secs_f64();
         state.step = step;
         state.tokens_seen += tokens_per_step;

@@ -110,4 +110,74 @@ fn routing_flags_reach_the_saved_model() {
     assert_eq!(hub["router_jitter_noise"], 0.05, "{hub}");
     assert_eq!(hub["norm_topk_prob"], false, "{hub}");
     assert_eq!(hub["capacity_factor"], 0.5, "{hub}");
+
+    // DeepSeek-style: sigmoid scores, bias balancing, groups, a shared expert, experts split in 2.
+    let deepseek = [
+        "--scoring",
+        "sigmoid",
+        "--bias-update-rate",
+        "0.01",
+        "--aux-loss-coef",
+        "0",
+        "--expert-groups",
+        "2",
+        "--top-k-groups",
+        "1",
+        "--shared-experts",
+        "1",
+        "--fine-grained",
+        "2",
+        "--json",
+    ];
+    let args = ["--out", "deepseek", "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1"];
+    let out = moe_train(&[&args[..], &deepseek[..]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("deepseek/config.json")).unwrap()).unwrap();
+    let (model, routing) = (&run["model"], &run["model"]["routing"]);
+    assert_eq!((model["n_experts"].clone(), model["top_k"].clone()), (16.into(), 4.into()), "{run}");
+    assert_eq!(routing["scoring"], "sigmoid", "{run}");
+    assert_eq!(routing["n_groups"], 2, "{run}");
+    // The shared block keeps the width of one expert from before the split.
+    assert_eq!(routing["shared_d_ff"], 2 * model["d_ff"].as_u64().unwrap(), "{run}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let model_dir = Path::new(summary["model_dir"].as_str().unwrap());
+    let model_dir = if model_dir.is_absolute() { model_dir.to_path_buf() } else { dir.path().join(model_dir) };
+    let weights = moe_core::io::HubWeights::open(&model_dir).unwrap();
+    // Two steps of balancing moved every bias by +-0.01 or 0 each time, not all by 0.
+    let bias = weights.read_f32("model.layers.0.block_sparse_moe.gate.e_score_correction_bias").unwrap().unwrap();
+    assert_eq!(bias.shape, [16]);
+    assert!(bias.values.iter().all(|b| [-0.02, -0.01, 0.0, 0.01, 0.02].iter().any(|v| (b - v).abs() < 1e-6)));
+    assert!(bias.values.iter().any(|&b| b != 0.0), "{:?}", bias.values);
+    assert!(weights.read_f32("model.layers.0.block_sparse_moe.shared_experts.w2.weight").unwrap().is_some());
+}
+
+/// `moe-train compare` trains each scheme asked for on the same data and writes one table, its
+/// JSON and one plot; an unknown scheme is refused by name before anything trains.
+#[test]
+fn compare_writes_one_table_and_one_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moe_train(&["compare", "--schemes", "no-balancing,deepseek", "--steps", "2", "--out", "cmp"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in ["| scheme |", "| no-balancing |", "| deepseek |", "experts < 2%", "arithmetic", "tokens/s"] {
+        assert!(table.contains(needle), "{needle}: {table}");
+    }
+    let report = dir.path().join("cmp");
+    assert!(report.join("comparison.png").is_file());
+    assert_eq!(std::fs::read_to_string(report.join("comparison.md")).unwrap(), table.split("wrote").next().unwrap());
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("comparison.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    // DeepSeek's 8 experts split in 2: 16 per layer, 2 layers.
+    assert_eq!(rows[1]["experts"], 32, "{:?}", rows[1]);
+    for row in rows {
+        assert!(row["val_loss"].as_f64().unwrap().is_finite());
+        assert_eq!(row["val_curve"].as_array().unwrap().len(), 2, "evals at steps 0 and 2");
+    }
+
+    let out = moe_train(&["compare", "--schemes", "mixtral,nope"], dir.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"nope\" is not a scheme"), "{}", stderr(&out));
 }

@@ -4,9 +4,16 @@
 use burn::module::Param;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use moe_core::config::MixtralConfig;
-use moe_core::moe::{RoutingConfig, SparseMoeConfig};
+use moe_core::moe::{RoutingConfig, Scoring, SparseMoe, SparseMoeConfig};
 
 use crate::common::{host, Cpu, CpuAutodiff};
+
+/// `base` with its routing changed by `f`.
+fn routed(base: SparseMoeConfig, f: impl FnOnce(&mut RoutingConfig)) -> SparseMoeConfig {
+    let mut routing = base.routing.clone();
+    f(&mut routing);
+    base.with_routing(routing)
+}
 
 fn softmax_row(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -23,7 +30,8 @@ fn top_k_weights_are_the_probabilities_renormalised_or_not() {
     let (t, e, k) = (7, 5, 2);
     let x = Tensor::<Cpu, 2>::random([t, 6], Distribution::Normal(0.0, 1.0), &device);
     for normalize in [true, false] {
-        let moe = SparseMoeConfig::new(6, 8, e).with_top_k(k).with_normalize_top_k(normalize).init::<Cpu>(&device);
+        let moe =
+            routed(SparseMoeConfig::new(6, 8, e).with_top_k(k), |r| r.normalize_top_k = normalize).init::<Cpu>(&device);
         let route = moe.router.forward(x.clone());
         let (logits, weights) = (host(route.logits), host(route.weights));
         let experts: Vec<i64> = route.experts.into_data().iter::<i64>().collect();
@@ -43,15 +51,34 @@ fn top_k_weights_are_the_probabilities_renormalised_or_not() {
     }
 }
 
-/// The router's gradient without renormalisation, and with a capacity that drops assignments,
-/// against central differences of the same loss: every entry of the gate.
+/// The router's gradient without renormalisation, with a capacity that drops assignments, with
+/// DeepSeek-V3's sigmoid scores, selection bias, groups and scaling, and with a gated shared
+/// block, against central differences of the same loss: every entry of the gate (and of the
+/// shared block's gate).
 #[test]
 fn router_gradients_match_finite_differences() {
     let (d, e) = (4, 4);
     let base = SparseMoeConfig::new(d, 6, e).with_top_k(2);
-    router_gradient_matches_finite_differences(base.clone().with_normalize_top_k(false), "raw top-k weights");
+    router_gradient_matches_finite_differences(
+        routed(base.clone(), |r| r.normalize_top_k = false),
+        "raw top-k weights",
+    );
     // 12 assignments over 4 experts, 2 places each (factor 0.5 of the average 3): some dropped.
-    router_gradient_matches_finite_differences(base.with_capacity_factor(Some(0.5)), "capacity 0.5");
+    router_gradient_matches_finite_differences(routed(base.clone(), |r| r.capacity_factor = Some(0.5)), "capacity 0.5");
+    let deepseek = |r: &mut RoutingConfig| {
+        r.scoring = Scoring::Sigmoid;
+        r.bias_update_rate = 0.01;
+        r.n_groups = 2;
+        r.top_k_groups = 1;
+        r.scaling_factor = 2.5;
+    };
+    router_gradient_matches_finite_differences(routed(base.clone(), deepseek), "sigmoid, bias, groups");
+    let qwen = |r: &mut RoutingConfig| {
+        r.normalize_top_k = false;
+        r.n_shared_experts = 1;
+        r.shared_expert_gate = true;
+    };
+    router_gradient_matches_finite_differences(routed(base, qwen), "shared gate");
 }
 
 fn router_gradient_matches_finite_differences(config: SparseMoeConfig, name: &str) {
@@ -65,31 +92,45 @@ fn router_gradient_matches_finite_differences(config: SparseMoeConfig, name: &st
         Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(values, shape), &device)
     };
     moe.router.gate.weight = Param::from_tensor(fixed(d * e, 0.9, [d, e]).require_grad());
+    if let Some(bias) = &mut moe.router.bias {
+        // A bias that changes the choice: expert 3 is favoured.
+        *bias = Param::from_tensor(Tensor::from_floats([0.0, -0.1, 0.05, 0.3], &device));
+    }
     let x = fixed(t * d, 1.0, [t, d]).mul_scalar(1.5);
     let r = fixed(t * d, 1.0, [t, d]).flip([0]);
-    let loss = |moe: &moe_core::moe::SparseMoe<CpuAutodiff>| (moe.forward(x.clone()).hidden * r.clone()).sum();
+    let loss = |moe: &SparseMoe<CpuAutodiff>| (moe.forward(x.clone()).hidden * r.clone()).sum();
     if name.starts_with("capacity") {
         assert!(moe.forward(x.clone()).dropped > 0, "{name}: nothing dropped");
     }
+    type Pick = fn(&mut SparseMoe<CpuAutodiff>) -> &mut Param<Tensor<CpuAutodiff, 2>>;
+    let mut params: Vec<(&str, Pick)> = vec![("gate", |m| &mut m.router.gate.weight)];
+    if moe.shared.as_ref().is_some_and(|s| s.gate.is_some()) {
+        params.push(("shared gate", |m| &mut m.shared.as_mut().unwrap().gate.as_mut().unwrap().weight));
+    }
     let grads = loss(&moe).backward();
-    let analytic = host(moe.router.gate.weight.val().grad(&grads).expect("the gate gets a gradient"));
-    let weight = host(moe.router.gate.weight.val().inner());
     let eps = 1e-3;
-    for i in 0..weight.len() {
-        let at = |delta: f32| {
-            let mut w = weight.clone();
-            w[i] += delta;
-            let mut moved = moe.clone();
-            moved.router.gate.weight =
-                Param::from_tensor(Tensor::from_data(TensorData::new(w, [d, e]), &device).require_grad());
-            host(loss(&moved))[0]
-        };
-        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-        assert!(
-            (numeric - analytic[i]).abs() <= 1e-2 * (1.0 + analytic[i].abs()),
-            "{name}, gate[{i}]: autodiff {} vs finite differences {numeric}",
-            analytic[i]
-        );
+    for (param, pick) in params {
+        let mut probe = moe.clone();
+        let value = pick(&mut probe).val();
+        let shape = value.dims();
+        let analytic = host(value.grad(&grads).unwrap_or_else(|| panic!("{name}: the {param} gets no gradient")));
+        let weight = host(value.inner());
+        for i in 0..weight.len() {
+            let at = |delta: f32| {
+                let mut w = weight.clone();
+                w[i] += delta;
+                let mut moved = moe.clone();
+                *pick(&mut moved) =
+                    Param::from_tensor(Tensor::from_data(TensorData::new(w, shape), &device).require_grad());
+                host(loss(&moved))[0]
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (numeric - analytic[i]).abs() <= 1e-2 * (1.0 + analytic[i].abs()),
+                "{name}, {param}[{i}]: autodiff {} vs finite differences {numeric}",
+                analytic[i]
+            );
+        }
     }
 }
 
@@ -101,7 +142,7 @@ fn jitter_scales_the_input_while_training_only() {
     let device = Default::default();
     let j = 0.25;
     let t = 256;
-    let config = SparseMoeConfig::new(1, 4, 1).with_top_k(1).with_jitter_noise(j);
+    let config = routed(SparseMoeConfig::new(1, 4, 1).with_top_k(1), |r| r.jitter_noise = j);
     let x: Vec<f32> = (0..t).map(|i| 0.5 + i as f32 / t as f32).collect();
 
     let training = config.init::<CpuAutodiff>(&device);
@@ -131,10 +172,19 @@ fn jitter_scales_the_input_while_training_only() {
 fn routing_section_round_trips_and_is_validated() {
     use moe_core::config::HfMixtralConfig;
     let routing = RoutingConfig {
+        scoring: Scoring::Sigmoid,
         normalize_top_k: false,
+        scaling_factor: 2.5,
         jitter_noise: 0.01,
         capacity_factor: Some(1.25),
         eval_capacity_factor: Some(2.0),
+        expert_bias: true,
+        bias_update_rate: 0.001,
+        n_groups: 2,
+        top_k_groups: 1,
+        n_shared_experts: 2,
+        shared_d_ff: Some(40),
+        shared_expert_gate: true,
     };
     let config = MixtralConfig { routing: routing.clone(), ..MixtralConfig::tiny() };
     let json = serde_json::to_string(&config).unwrap();
@@ -149,10 +199,24 @@ fn routing_section_round_trips_and_is_validated() {
     assert_eq!(hf["router_jitter_noise"], 0.01);
     assert_eq!(hf["capacity_factor"], 1.25);
     assert_eq!(hf["eval_capacity_factor"], 2.0);
+    assert_eq!(hf["scoring_func"], "sigmoid");
+    assert_eq!(hf["topk_method"], "noaux_tc");
+    assert_eq!((hf["n_group"].clone(), hf["topk_group"].clone()), (2.into(), 1.into()));
+    assert_eq!(hf["n_shared_experts"], 2);
+    assert_eq!(hf["shared_expert_intermediate_size"], 40);
     let back: HfMixtralConfig = serde_json::from_value(hf).unwrap();
     assert_eq!(back.to_mixtral().unwrap().routing, routing);
     let mixtral = serde_json::to_value(HfMixtralConfig::from_mixtral(&MixtralConfig::tiny(), "float32")).unwrap();
-    for key in ["norm_topk_prob", "capacity_factor", "eval_capacity_factor"] {
+    for key in [
+        "norm_topk_prob",
+        "capacity_factor",
+        "eval_capacity_factor",
+        "scoring_func",
+        "topk_method",
+        "n_group",
+        "n_shared_experts",
+        "routed_scaling_factor",
+    ] {
         assert!(mixtral.get(key).is_none(), "{key}: {mixtral}");
     }
 
@@ -167,12 +231,33 @@ fn routing_section_round_trips_and_is_validated() {
         let err = MixtralConfig { routing, ..MixtralConfig::tiny() }.validate().expect_err("refused").to_string();
         assert!(err.contains("routing.eval_capacity_factor"), "{err}");
     }
+    let refused = [
+        (RoutingConfig { n_groups: 3, ..Default::default() }, "routing.n_groups"),
+        (RoutingConfig { n_groups: 4, top_k_groups: 5, ..Default::default() }, "routing.top_k_groups"),
+        // One group of one expert cannot hold top-2.
+        (RoutingConfig { n_groups: 4, top_k_groups: 1, ..Default::default() }, "routing.top_k_groups"),
+        (RoutingConfig { scaling_factor: 0.0, ..Default::default() }, "routing.scaling_factor"),
+        (RoutingConfig { bias_update_rate: -1.0, ..Default::default() }, "routing.bias_update_rate"),
+        (RoutingConfig { shared_expert_gate: true, ..Default::default() }, "routing.shared_expert_gate"),
+        (RoutingConfig { n_shared_experts: 1, shared_d_ff: Some(0), ..Default::default() }, "routing.shared_d_ff"),
+    ];
+    for (routing, field) in refused {
+        let err = MixtralConfig { routing, ..MixtralConfig::tiny() }.validate().expect_err(field).to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
     let unknown = r#"{"normalize_top_k": true, "jitter": 0.1}"#;
     assert!(serde_json::from_str::<RoutingConfig>(unknown).unwrap_err().to_string().contains("jitter"));
 
     let model = config.init::<Cpu>(&Default::default());
     let dir = tempfile::tempdir().unwrap();
     let options = moe_core::gguf::GgufExport::new(moe_core::gguf::GgmlType::F32);
+    let err = moe_core::gguf::save_gguf(&model, dir.path().join("m.gguf"), &options).expect_err("refused").to_string();
+    assert!(err.contains("routing.scoring"), "{err}");
+    let raw = MixtralConfig {
+        routing: RoutingConfig { normalize_top_k: false, ..Default::default() },
+        ..MixtralConfig::tiny()
+    };
+    let model = raw.init::<Cpu>(&Default::default());
     let err = moe_core::gguf::save_gguf(&model, dir.path().join("m.gguf"), &options).expect_err("refused").to_string();
     assert!(err.contains("normalize_top_k"), "{err}");
     let capped = MixtralConfig {
@@ -211,7 +296,8 @@ fn capacity_drops_the_latest_tokens_of_a_full_expert() {
     let free = host(free.hidden);
 
     let mut capped = dropless.clone();
-    capped.capacity = [Some(10.0), Some(1.0)]; // [training, inference]
+    capped.router.routing.capacity_factor = Some(10.0);
+    capped.router.routing.eval_capacity_factor = Some(1.0);
     let out = capped.forward(input());
     assert_eq!(moe_core::moe::expert_capacity(1.0, 4, 1, 2), 2);
     assert_eq!(out.dropped, 1);
@@ -222,17 +308,192 @@ fn capacity_drops_the_latest_tokens_of_a_full_expert() {
     assert_eq!(&got[4..6], &[0.0, 0.0], "the third token of expert 0 is dropped");
 
     // Factor 2 = E / K: every expert can take every token.
-    capped.capacity = [None, Some(2.0)];
+    capped.router.routing.eval_capacity_factor = Some(2.0);
     let out = capped.forward(input());
     assert_eq!(out.dropped, 0);
     assert_eq!(host(out.hidden), free);
 
     // While training the training factor counts (10: nothing dropped), then 1 drops one.
-    let training =
-        two_expert_layer::<CpuAutodiff>(base.with_capacity_factor(Some(10.0)).with_eval_capacity_factor(Some(1.0)));
+    let training = two_expert_layer::<CpuAutodiff>(routed(base, |r| {
+        r.capacity_factor = Some(10.0);
+        r.eval_capacity_factor = Some(1.0);
+    }));
     let input = || Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(x.clone(), [4, 2]), &device);
     assert_eq!(training.forward(input()).dropped, 0);
     let mut training = training;
-    training.capacity[0] = Some(1.0);
+    training.router.routing.capacity_factor = Some(1.0);
     assert_eq!(training.forward(input()).dropped, 1);
+}
+
+fn assert_close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((*g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()), "{what}: {got:?} vs {want:?}");
+    }
+}
+
+/// DeepSeek-V3's router by hand, on one token whose gate logits are `[2, -1, 0.5, 1.5]` (an
+/// identity gate): sigmoid scores `s = [0.881, 0.269, 0.622, 0.818]`.
+#[test]
+fn sigmoid_scores_bias_and_groups_choose_and_weight_as_deepseek_v3() {
+    let device = Default::default();
+    let logits = [2.0f32, -1.0, 0.5, 1.5];
+    let s: Vec<f64> = logits.iter().map(|&l| 1.0 / (1.0 + (-(l as f64)).exp())).collect();
+    let route = |config: SparseMoeConfig, bias: Option<[f32; 4]>| -> (Vec<i64>, Vec<f32>) {
+        let mut moe = config.init::<Cpu>(&device);
+        let eye: Vec<f32> = (0..16).map(|i| if i % 5 == 0 { 1.0 } else { 0.0 }).collect();
+        moe.router.gate.weight = Param::from_tensor(Tensor::from_data(TensorData::new(eye, [4, 4]), &device));
+        if let Some(b) = bias {
+            *moe.router.bias.as_mut().expect("a bias") = Param::from_tensor(Tensor::from_floats(b, &device));
+        }
+        let out = moe.router.forward(Tensor::from_floats([logits], &device));
+        (out.experts.into_data().iter::<i64>().collect(), host(out.weights))
+    };
+    let sigmoid = routed(SparseMoeConfig::new(4, 4, 4).with_top_k(2), |r| r.scoring = Scoring::Sigmoid);
+
+    // The two best scores, renormalised.
+    let (experts, weights) = route(sigmoid.clone(), None);
+    assert_eq!(experts, [0, 3]);
+    assert_close(&weights, &[s[0] / (s[0] + s[3]), s[3] / (s[0] + s[3])], "sigmoid top-2");
+    let (_, weights) = route(routed(sigmoid.clone(), |r| r.normalize_top_k = false), None);
+    assert_close(&weights, &[s[0], s[3]], "raw sigmoid weights");
+
+    // A bias of 0.3 lifts expert 2 to 0.922, first; it is weighted by its unbiased score.
+    let biased = routed(sigmoid, |r| r.expert_bias = true);
+    let (experts, weights) = route(biased.clone(), Some([0.0, 0.0, 0.3, 0.0]));
+    assert_eq!(experts, [2, 0]);
+    assert_close(&weights, &[s[2] / (s[2] + s[0]), s[0] / (s[2] + s[0])], "biased choice");
+
+    // Groups {0, 1} and {2, 3} score 0.881 + 0.269 = 1.150 and 0.922 + 0.818 = 1.740: with one
+    // group allowed, both experts come from the second, and the weights are scaled by 2.
+    let grouped = routed(biased, |r| {
+        r.n_groups = 2;
+        r.top_k_groups = 1;
+        r.scaling_factor = 2.0;
+    });
+    let (experts, weights) = route(grouped, Some([0.0, 0.0, 0.3, 0.0]));
+    assert_eq!(experts, [2, 3]);
+    assert_close(&weights, &[2.0 * s[2] / (s[2] + s[3]), 2.0 * s[3] / (s[2] + s[3])], "group-limited");
+}
+
+/// Auxiliary-loss-free balancing: each bias moves by the rate towards the mean load, from the
+/// counts a forward pass reports; the bias never gets a gradient.
+#[test]
+fn expert_bias_moves_towards_the_mean_load_and_is_not_differentiated() {
+    let moved = moe_core::moe::updated_expert_bias(&[0.0, 0.1, -0.2, 0.0], &[5, 1, 3, 3], 0.01);
+    assert_close(&moved, &[-0.01, 0.11, -0.2, 0.0], "mean 3");
+
+    let device = Default::default();
+    let routing = RoutingConfig { scoring: Scoring::Sigmoid, bias_update_rate: 0.01, ..Default::default() };
+    let config = MixtralConfig { routing, ..MixtralConfig::tiny() };
+    let mut model = config.init::<CpuAutodiff>(&device);
+    let ids = Tensor::<CpuAutodiff, 2, burn::tensor::Int>::from_ints([[1, 5, 9, 3, 7, 2]], &device);
+    let out = model.forward(ids.clone());
+    for counts in &out.expert_counts {
+        assert_eq!(counts.iter().sum::<usize>(), 6 * config.top_k);
+    }
+    let grads = out.logits.sum().backward();
+    let bias = |model: &moe_core::model::Mixtral<CpuAutodiff>, l: usize| {
+        model.layers[l].block_sparse_moe.router.bias.as_ref().expect("a bias").val()
+    };
+    assert!(bias(&model, 0).grad(&grads).is_none(), "the bias got a gradient");
+    model.update_expert_biases(&out.expert_counts);
+    for (l, counts) in out.expert_counts.iter().enumerate() {
+        let want = moe_core::moe::updated_expert_bias(&[0.0; 4], counts, 0.01);
+        let want: Vec<f64> = want.iter().map(|&b| b as f64).collect();
+        assert_close(&host(bias(&model, l)), &want, &format!("layer {l}"));
+    }
+}
+
+/// Shared experts add their block's output (times the sigmoid gate when gated) to the routed
+/// sum; with every routed expert's output zeroed, the layer is the dense SwiGLU block.
+#[test]
+fn shared_experts_add_a_dense_block_to_the_routed_sum() {
+    use burn::tensor::activation::sigmoid;
+    let device = Default::default();
+    let x = Tensor::<Cpu, 2>::random([5, 6], Distribution::Normal(0.0, 1.0), &device);
+    for gated in [false, true] {
+        let config = routed(SparseMoeConfig::new(6, 8, 4).with_top_k(2), |r| {
+            r.n_shared_experts = 2;
+            r.shared_expert_gate = gated;
+        });
+        let with = config.init::<Cpu>(&device);
+        // Burn initialises parameters on first use, and a clone of an uninitialised module draws
+        // its own: run it once before cloning.
+        let got = host(with.forward(x.clone()).hidden);
+        let shared = with.shared.as_ref().expect("shared experts");
+        assert_eq!(shared.ffn.down.weight.val().dims(), [16, 6], "two experts' width, fused");
+        let block = host(shared.ffn.forward(x.clone()));
+        let gate = match &shared.gate {
+            Some(g) => host(sigmoid(g.forward(x.clone()))),
+            None => vec![1.0; 5],
+        };
+        let scaled: Vec<f64> = block.iter().enumerate().map(|(i, &b)| (b * gate[i / 6]) as f64).collect();
+
+        let mut alone = with.clone();
+        alone.shared = None;
+        let routed_only = host(alone.forward(x.clone()).hidden);
+        let want: Vec<f64> = routed_only.iter().zip(&scaled).map(|(&r, s)| r as f64 + s).collect();
+        assert!(got.iter().zip(&want).all(|(g, w)| (*g as f64 - w).abs() < 1e-5), "gated {gated}: {got:?} vs {want:?}");
+
+        let mut dense = with.clone();
+        for ffn in &mut dense.experts.ffns {
+            ffn.down.weight = Param::from_tensor(ffn.down.weight.val().zeros_like());
+        }
+        let got = host(dense.forward(x.clone()).hidden);
+        assert!(got.iter().zip(&scaled).all(|(g, w)| (*g as f64 - w).abs() < 1e-6), "dense, gated {gated}");
+    }
+}
+
+/// Each routing family in a whole model: decoding one token at a time through the KV cache
+/// gives the full forward's logits, and the Hub export (config and tensors, the bias and shared
+/// block included) reloads to the same model.
+#[test]
+fn routing_options_decode_with_the_cache_and_survive_export() {
+    use moe_core::io::{load_hub_checkpoint, save_hub_checkpoint, WeightDtype};
+    let device = Default::default();
+    let deepseek = RoutingConfig {
+        scoring: Scoring::Sigmoid,
+        bias_update_rate: 0.01,
+        n_groups: 2,
+        top_k_groups: 1,
+        scaling_factor: 2.5,
+        n_shared_experts: 1,
+        ..Default::default()
+    };
+    let qwen = RoutingConfig {
+        normalize_top_k: false,
+        n_shared_experts: 1,
+        shared_d_ff: Some(24),
+        shared_expert_gate: true,
+        ..Default::default()
+    };
+    for routing in [deepseek, qwen] {
+        let config = MixtralConfig { vocab_size: 97, max_seq_len: 32, routing, ..MixtralConfig::tiny() };
+        let mut model = config.init::<Cpu>(&device);
+        model.update_expert_biases(&vec![vec![5, 0, 1, 2]; config.n_layers]);
+        let (b, s) = (2, 9);
+        let tokens: Vec<i64> = (0..b * s).map(|i| (i as i64 * 37 + 11) % 97).collect();
+        let ids = |v: Vec<i64>, b: usize| {
+            let s = v.len() / b;
+            Tensor::<Cpu, 2, burn::tensor::Int>::from_data(TensorData::new(v, [b, s]), &device)
+        };
+        let full = host(model.forward(ids(tokens.clone(), b)).logits);
+        let mut cache = model.new_cache(b, s);
+        let mut outs =
+            vec![model.forward_cached(ids([&tokens[..4], &tokens[s..s + 4]].concat(), b), &mut cache).logits];
+        for p in 4..s {
+            outs.push(model.forward_cached(ids(vec![tokens[p], tokens[s + p]], b), &mut cache).logits);
+        }
+        let cached = host(Tensor::cat(outs, 1));
+        let diff = crate::common::max_abs_diff(&cached, &full);
+        assert!(diff <= 1e-5, "{:?}: cached decoding differs by {diff}", config.routing);
+
+        let dir = tempfile::tempdir().unwrap();
+        save_hub_checkpoint(&model, dir.path(), WeightDtype::F32).unwrap();
+        let again = load_hub_checkpoint::<Cpu>(dir.path(), &device).unwrap();
+        assert_eq!(again.config().routing, config.routing);
+        let reloaded = host(again.forward(ids(tokens.clone(), b)).logits);
+        assert_eq!(reloaded, full, "{:?}: the export reloads to another model", config.routing);
+    }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MixtralConfig;
 use crate::error::{MoeError, Result};
-use crate::moe::RoutingConfig;
+use crate::moe::{RoutingConfig, Scoring};
 
 /// `eos_token_id` is an int or a list of ints in HF configs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +125,35 @@ pub struct HfMixtralConfig {
     /// Expert capacity factor in inference (`routing.eval_capacity_factor`; written only when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_capacity_factor: Option<f64>,
+    /// `"sigmoid"` for sigmoid expert scores (DeepSeek-V3's key; written only when not softmax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring_func: Option<String>,
+    /// Multiplier of the routed weights (DeepSeek-V3's key; written only when not 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_scaling_factor: Option<f64>,
+    /// `"noaux_tc"`: the routers carry a selection bias (DeepSeek-V3's key and value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topk_method: Option<String>,
+    /// Auxiliary-loss-free balancing rate while training (`routing.bias_update_rate`; not a
+    /// transformers key: written only when above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_update_rate: Option<f64>,
+    /// Expert groups (DeepSeek-V3's key; written only when above 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_group: Option<usize>,
+    /// Groups a token routes into (DeepSeek-V3's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topk_group: Option<usize>,
+    /// Shared experts (DeepSeek's key; written only when above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_shared_experts: Option<usize>,
+    /// Hidden width of the shared block (Qwen2-MoE's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_expert_intermediate_size: Option<usize>,
+    /// Whether the shared block has a sigmoid gate (Qwen2-MoE always has one; not a
+    /// transformers key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_expert_gate: Option<bool>,
     /// Model classes the checkpoint is for (`MixtralForCausalLM`).
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
@@ -250,19 +279,60 @@ impl HfMixtralConfig {
             bos_token_id: self.bos_token_id,
             eos_token_ids: self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default(),
             pad_token_id: self.pad_token_id,
-            routing: RoutingConfig {
-                normalize_top_k: self.norm_topk_prob.unwrap_or(true),
-                jitter_noise: self.router_jitter_noise,
-                capacity_factor: self.capacity_factor,
-                eval_capacity_factor: self.eval_capacity_factor,
-            },
+            routing: self.routing()?,
         };
         config.validate()?;
         Ok(config)
     }
 
+    /// The `routing` section these keys describe.
+    fn routing(&self) -> Result<RoutingConfig> {
+        let scoring = match self.scoring_func.as_deref() {
+            None | Some("softmax") => Scoring::Softmax,
+            Some("sigmoid") => Scoring::Sigmoid,
+            Some(other) => {
+                return Err(MoeError::config(
+                    "scoring_func",
+                    format!("is {other:?}; \"softmax\" and \"sigmoid\" are supported"),
+                ))
+            }
+        };
+        let expert_bias = match self.topk_method.as_deref() {
+            None | Some("greedy") => false,
+            Some("noaux_tc") => true,
+            Some(other) => {
+                return Err(MoeError::config(
+                    "topk_method",
+                    format!("is {other:?}; \"greedy\" and \"noaux_tc\" (a selection bias) are supported"),
+                ))
+            }
+        };
+        let n_shared_experts = self.n_shared_experts.unwrap_or(0);
+        // A Qwen-style config names only the shared width: that is one shared block.
+        let n_shared_experts = match (n_shared_experts, self.shared_expert_intermediate_size) {
+            (0, Some(_)) => 1,
+            (n, _) => n,
+        };
+        Ok(RoutingConfig {
+            scoring,
+            normalize_top_k: self.norm_topk_prob.unwrap_or(true),
+            scaling_factor: self.routed_scaling_factor.unwrap_or(1.0),
+            jitter_noise: self.router_jitter_noise,
+            capacity_factor: self.capacity_factor,
+            eval_capacity_factor: self.eval_capacity_factor,
+            expert_bias,
+            bias_update_rate: self.bias_update_rate.unwrap_or(0.0),
+            n_groups: self.n_group.unwrap_or(1),
+            top_k_groups: self.topk_group.unwrap_or(1),
+            n_shared_experts,
+            shared_d_ff: self.shared_expert_intermediate_size,
+            shared_expert_gate: self.shared_expert_gate.unwrap_or(false),
+        })
+    }
+
     /// The `config.json` that transformers 5 would write for this model (weights in `dtype`).
     pub fn from_mixtral(config: &MixtralConfig, dtype: &str) -> Self {
+        let r = &config.routing;
         Self {
             model_type: Some("mixtral".into()),
             vocab_size: config.vocab_size,
@@ -298,6 +368,16 @@ impl HfMixtralConfig {
             norm_topk_prob: (!config.routing.normalize_top_k).then_some(false),
             capacity_factor: config.routing.capacity_factor,
             eval_capacity_factor: config.routing.eval_capacity_factor,
+            scoring_func: (r.scoring == Scoring::Sigmoid).then(|| "sigmoid".into()),
+            routed_scaling_factor: (r.scaling_factor != 1.0).then_some(r.scaling_factor),
+            // Only an explicit `expert_bias`: a bias implied by the rate round-trips through it.
+            topk_method: r.expert_bias.then(|| "noaux_tc".into()),
+            bias_update_rate: (r.bias_update_rate > 0.0).then_some(r.bias_update_rate),
+            n_group: (r.n_groups > 1).then_some(r.n_groups),
+            topk_group: (r.n_groups > 1).then_some(r.top_k_groups),
+            n_shared_experts: (r.n_shared_experts > 0).then_some(r.n_shared_experts),
+            shared_expert_intermediate_size: r.shared_d_ff,
+            shared_expert_gate: r.shared_expert_gate.then_some(true),
             architectures: Some(vec!["MixtralForCausalLM".into()]),
             torch_dtype: Some(dtype.into()),
             dtype: Some(dtype.into()),

@@ -131,7 +131,6 @@ impl MixtralConfig {
 
     /// Checks every field; the error names the first bad field and why.
     pub fn validate(&self) -> Result<()> {
-        self.routing.validate()?;
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.d_model),
@@ -170,6 +169,7 @@ impl MixtralConfig {
                 format!("({}) must not exceed num_local_experts ({})", self.top_k, self.n_experts),
             ));
         }
+        self.routing.validate(self.n_experts, self.top_k)?;
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(MoeError::config("rope_theta", "must be a positive number"));
         }
@@ -235,7 +235,16 @@ impl MixtralConfig {
         let mul = |a: u64, b: u64| a.checked_mul(b);
         let attention = mul(mul(2, d)?, mul(h, dh)?.checked_add(mul(g, dh)?)?)?;
         let experts = mul(mul(e, 3)?, mul(d, f)?)?;
-        let per_layer = attention.checked_add(experts)?.checked_add(mul(e, d)?)?.checked_add(mul(2, d)?)?;
+        let shared = match self.routing.shared_width(self.d_ff) {
+            Some(width) => mul(mul(3, d)?, width as u64)?.checked_add(d)?,
+            None => 0,
+        };
+        let per_layer = attention
+            .checked_add(experts)?
+            .checked_add(shared)?
+            .checked_add(mul(e, d)?)?
+            .checked_add(if self.routing.has_expert_bias() { e } else { 0 })?
+            .checked_add(mul(2, d)?)?;
         let heads = if self.tie_word_embeddings { 1 } else { 2 };
         mul(heads, mul(v, d)?)?.checked_add(d)?.checked_add(mul(l, per_layer)?)
     }
@@ -251,9 +260,15 @@ impl MixtralConfig {
         (2 * self.n_layers * self.n_kv_heads * self.head_dim * bytes_per_value) as u64
     }
 
-    /// Parameters of one layer's experts (all of them).
+    /// Parameters of one layer's experts (all of them), shared experts included.
     fn expert_params(&self) -> usize {
-        self.n_experts * 3 * self.d_model * self.d_ff
+        self.n_experts * 3 * self.d_model * self.d_ff + self.shared_params()
+    }
+
+    /// Parameters of one layer's shared experts and their gate.
+    fn shared_params(&self) -> usize {
+        let gate = if self.routing.shared_expert_gate { self.d_model } else { 0 };
+        self.routing.shared_width(self.d_ff).map_or(0, |width| 3 * self.d_model * width + gate)
     }
 
     fn attention_params(&self) -> usize {
@@ -271,12 +286,14 @@ impl MixtralConfig {
     pub fn num_params(&self) -> usize {
         let per_layer = self.attention_params()
             + self.n_experts * self.d_model // gate
+            + if self.routing.has_expert_bias() { self.n_experts } else { 0 }
             + self.expert_params()
             + 2 * self.d_model; // two norms
         self.embedding_params() + self.n_layers * per_layer
     }
 
-    /// Parameters that take part in one token's forward pass (only `top_k` experts per layer).
+    /// Parameters that take part in one token's forward pass (only `top_k` routed experts per
+    /// layer, and the shared ones).
     pub fn num_active_params(&self) -> usize {
         let inactive = (self.n_experts - self.top_k) * 3 * self.d_model * self.d_ff;
         self.num_params() - self.n_layers * inactive

@@ -124,19 +124,12 @@ fn write_mixtral_gguf(
 ) -> Result<()> {
     config.validate()?;
     // The file would load (here and in llama.cpp) as a model that routes the `llama` way.
-    if !config.routing.normalize_top_k {
-        return Err(MoeError::Unsupported(
-            "writing a model with routing.normalize_top_k = false to GGUF: llama.cpp's `llama` \
-             architecture always renormalises the top-k weights"
-                .into(),
-        ));
-    }
-    if config.routing.capacity_factor(false).is_some() {
-        return Err(MoeError::Unsupported(
-            "writing a model with an inference capacity factor (routing.eval_capacity_factor or \
-             routing.capacity_factor) to GGUF: llama.cpp's `llama` architecture is dropless"
-                .into(),
-        ));
+    if let Some(field) = config.routing.inference_differs_from_mixtral() {
+        return Err(MoeError::Unsupported(format!(
+            "writing a model with {field} set to GGUF: llama.cpp's `llama` architecture routes as \
+             Mixtral does (softmax scores, renormalised top-k weights, dropless, no selection bias, \
+             expert groups or shared experts), so the file would compute other logits"
+        )));
     }
     for ty in [options.experts, options.dense] {
         if !WRITABLE.contains(&ty) {

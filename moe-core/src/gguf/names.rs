@@ -45,6 +45,14 @@ pub fn gguf_source(param: HubParam, part: usize, merged: bool, n_heads: usize, n
         HubParam::InputNorm(n) => plain(format!("blk.{n}.attn_norm.weight")),
         HubParam::PostAttentionNorm(n) => plain(format!("blk.{n}.ffn_norm.weight")),
         HubParam::Router(n) => plain(format!("blk.{n}.ffn_gate_inp.weight")),
+        // llama.cpp's names for DeepSeek / Qwen-MoE tensors (its `llama` architecture has none).
+        HubParam::RouterBias(n) => plain(format!("blk.{n}.exp_probs_b.bias")),
+        HubParam::SharedExpertGate(n) => plain(format!("blk.{n}.ffn_gate_inp_shexp.weight")),
+        HubParam::SharedExpert(n, p) => plain(match (p, part) {
+            (ExpertProj::GateUp, 0) => format!("blk.{n}.ffn_gate_shexp.weight"),
+            (ExpertProj::GateUp, _) => format!("blk.{n}.ffn_up_shexp.weight"),
+            (ExpertProj::Down, _) => format!("blk.{n}.ffn_down_shexp.weight"),
+        }),
         HubParam::Attention(n, p) => {
             let (name, heads) = match p {
                 AttentionProj::Q => ("attn_q", Some(n_heads)),

@@ -14,6 +14,9 @@
 //! | `model.layers.N.block_sparse_moe.experts.X.w1.weight` `[F, D]` | `Expert(N, X, GateUp)` `[D, 2F]` | fused Linear, part 0 |
 //! | `model.layers.N.block_sparse_moe.experts.X.w3.weight` `[F, D]` | `Expert(N, X, GateUp)` `[D, 2F]` | fused Linear, part 1 |
 //! | `model.layers.N.block_sparse_moe.experts.X.w2.weight` `[D, F]` | `Expert(N, X, Down)` `[F, D]` | Linear |
+//! | `model.layers.N.block_sparse_moe.gate.e_score_correction_bias` `[E]` | `RouterBias(N)` (`routing.expert_bias`) | as is |
+//! | `model.layers.N.block_sparse_moe.shared_experts.w1/w3/w2.weight` | `SharedExpert(N, GateUp/Down)` (`routing.n_shared_experts`) | as the experts' |
+//! | `model.layers.N.block_sparse_moe.shared_expert_gate.weight` `[1, D]` | `SharedExpertGate(N)` (`routing.shared_expert_gate`) | Linear |
 //! | `model.norm.weight` `[D]`                                 | `FinalNorm`                | as is |
 //! | `lm_head.weight` `[V, D]`                                 | `LmHead` (absent when tied) | Linear |
 //!
@@ -67,6 +70,12 @@ pub enum HubParam {
     Router(usize),
     /// `model.layers.N.block_sparse_moe.experts.X.w*.weight`: layer `N`, expert `X`.
     Expert(usize, usize, ExpertProj),
+    /// `model.layers.N.block_sparse_moe.gate.e_score_correction_bias`: the selection bias.
+    RouterBias(usize),
+    /// `model.layers.N.block_sparse_moe.shared_experts.w*.weight`
+    SharedExpert(usize, ExpertProj),
+    /// `model.layers.N.block_sparse_moe.shared_expert_gate.weight`
+    SharedExpertGate(usize),
     /// `model.norm.weight`
     FinalNorm,
     /// `lm_head.weight` (only when the head is not tied to the embedding).
@@ -121,8 +130,17 @@ impl HubParam {
             out.extend([Q, K, V, O].map(|p| Self::Attention(n, p)));
             out.push(Self::PostAttentionNorm(n));
             out.push(Self::Router(n));
+            if config.routing.has_expert_bias() {
+                out.push(Self::RouterBias(n));
+            }
             for x in 0..config.n_experts {
                 out.extend([GateUp, Down].map(|p| Self::Expert(n, x, p)));
+            }
+            if config.routing.n_shared_experts > 0 {
+                out.extend([GateUp, Down].map(|p| Self::SharedExpert(n, p)));
+                if config.routing.shared_expert_gate {
+                    out.push(Self::SharedExpertGate(n));
+                }
             }
         }
         out.push(Self::FinalNorm);
@@ -135,11 +153,18 @@ impl HubParam {
     /// How the checkpoint lays this parameter out.
     pub fn layout(self) -> HubLayout {
         match self {
-            Self::Embedding | Self::InputNorm(_) | Self::PostAttentionNorm(_) | Self::FinalNorm => HubLayout::AsIs,
-            Self::Attention(..) | Self::Router(_) | Self::LmHead | Self::Expert(.., ExpertProj::Down) => {
-                HubLayout::Linear
-            }
-            Self::Expert(.., ExpertProj::GateUp) => HubLayout::FusedLinear,
+            Self::Embedding
+            | Self::InputNorm(_)
+            | Self::PostAttentionNorm(_)
+            | Self::FinalNorm
+            | Self::RouterBias(_) => HubLayout::AsIs,
+            Self::Attention(..)
+            | Self::Router(_)
+            | Self::LmHead
+            | Self::Expert(.., ExpertProj::Down)
+            | Self::SharedExpert(_, ExpertProj::Down)
+            | Self::SharedExpertGate(_) => HubLayout::Linear,
+            Self::Expert(.., ExpertProj::GateUp) | Self::SharedExpert(_, ExpertProj::GateUp) => HubLayout::FusedLinear,
         }
     }
 
@@ -163,6 +188,9 @@ impl HubParam {
             Self::PostAttentionNorm(n) => format!("model.layers.{n}.post_attention_layernorm.weight"),
             Self::Router(n) => format!("model.layers.{n}.block_sparse_moe.gate.weight"),
             Self::Expert(n, x, p) => format!("model.layers.{n}.block_sparse_moe.experts.{x}.{}.weight", w(p)),
+            Self::RouterBias(n) => format!("model.layers.{n}.block_sparse_moe.gate.e_score_correction_bias"),
+            Self::SharedExpert(n, p) => format!("model.layers.{n}.block_sparse_moe.shared_experts.{}.weight", w(p)),
+            Self::SharedExpertGate(n) => format!("model.layers.{n}.block_sparse_moe.shared_expert_gate.weight"),
             Self::FinalNorm => "model.norm.weight".into(),
             Self::LmHead => "lm_head.weight".into(),
         }
@@ -190,6 +218,15 @@ impl HubParam {
             Self::Router(_) => vec![d, e],
             Self::Expert(.., ExpertProj::GateUp) => vec![d, 2 * f],
             Self::Expert(.., ExpertProj::Down) => vec![f, d],
+            Self::RouterBias(_) => vec![e],
+            Self::SharedExpert(_, p) => {
+                let s = c.routing.shared_width(f).unwrap_or(0);
+                match p {
+                    ExpertProj::GateUp => vec![d, 2 * s],
+                    ExpertProj::Down => vec![s, d],
+                }
+            }
+            Self::SharedExpertGate(_) => vec![d, 1],
             Self::LmHead => vec![d, c.vocab_size],
         }
     }
@@ -229,6 +266,17 @@ impl HubParam {
                         },
                     ),
                     ["block_sparse_moe", "gate", "weight"] => Self::Router(n),
+                    ["block_sparse_moe", "gate", "e_score_correction_bias"] => Self::RouterBias(n),
+                    ["block_sparse_moe", "shared_expert_gate", "weight"] => Self::SharedExpertGate(n),
+                    ["block_sparse_moe", "shared_experts", w, "weight"] => {
+                        let (proj, part) = match *w {
+                            "w1" => (GateUp, 0),
+                            "w3" => (GateUp, 1),
+                            "w2" => (Down, 0),
+                            _ => return None,
+                        };
+                        return Some((Self::SharedExpert(n, proj), part));
+                    }
                     ["block_sparse_moe", "experts", x, w, "weight"] => {
                         let x = x.parse().ok()?;
                         let (proj, part) = match *w {
@@ -259,6 +307,9 @@ macro_rules! select_param {
             | HubParam::Attention(n, _)
             | HubParam::PostAttentionNorm(n)
             | HubParam::Router(n)
+            | HubParam::RouterBias(n)
+            | HubParam::SharedExpert(n, _)
+            | HubParam::SharedExpertGate(n)
             | HubParam::Expert(n, ..) => Some(n),
             _ => None,
         };
@@ -297,6 +348,24 @@ macro_rules! select_param {
                         ExpertProj::Down => $($borrow)+ ffn.down.weight,
                     }))
                 }
+                HubParam::RouterBias(n) => match $($borrow)+ model.layers[n].block_sparse_moe.router.bias {
+                    Some(bias) => Some($wrap::Rank1(bias)),
+                    None => None,
+                },
+                HubParam::SharedExpert(n, p) => match $($borrow)+ model.layers[n].block_sparse_moe.shared {
+                    Some(shared) => Some($wrap::Rank2(match p {
+                        ExpertProj::GateUp => $($borrow)+ shared.ffn.gate_up.weight,
+                        ExpertProj::Down => $($borrow)+ shared.ffn.down.weight,
+                    })),
+                    None => None,
+                },
+                HubParam::SharedExpertGate(n) => match $($borrow)+ model.layers[n].block_sparse_moe.shared {
+                    Some(shared) => match $($borrow)+ shared.gate {
+                        Some(gate) => Some($wrap::Rank2($($borrow)+ gate.weight)),
+                        None => None,
+                    },
+                    None => None,
+                },
             }
         }
     }};
@@ -329,6 +398,13 @@ impl<B: Backend> Mixtral<B> {
             }
             HubParam::Expert(n, x, p) => {
                 let ffn = self.layers.get_mut(n)?.block_sparse_moe.experts.ffns.get_mut(x)?;
+                Some(match p {
+                    ExpertProj::GateUp => &mut ffn.gate_up,
+                    ExpertProj::Down => &mut ffn.down,
+                })
+            }
+            HubParam::SharedExpert(n, p) => {
+                let ffn = &mut self.layers.get_mut(n)?.block_sparse_moe.shared.as_mut()?.ffn;
                 Some(match p {
                     ExpertProj::GateUp => &mut ffn.gate_up,
                     ExpertProj::Down => &mut ffn.down,

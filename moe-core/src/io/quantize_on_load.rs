@@ -85,7 +85,7 @@ impl<W: CheckpointTensors> CheckpointTensors for QuantizeOnLoad<W> {
             return Some(blocks);
         }
         let ty = match param {
-            HubParam::Expert(..) => self.experts,
+            HubParam::Expert(..) | HubParam::SharedExpert(..) => self.experts,
             HubParam::Attention(..) | HubParam::LmHead => self.dense?,
             _ => return None,
         };

@@ -30,6 +30,8 @@ pub struct DecoderLayerOutput<B: Backend> {
     pub experts: Tensor<B, 2, Int>,
     /// Assignments dropped for capacity (see [`crate::moe::RoutingConfig::capacity_factor`]).
     pub dropped: usize,
+    /// Assignments routed to each expert, `[E]`.
+    pub counts: Vec<usize>,
 }
 
 impl<B: Backend> DecoderLayer<B> {
@@ -43,7 +45,7 @@ impl<B: Backend> DecoderLayer<B> {
             post_attention_layernorm: norm.init(device),
             block_sparse_moe: SparseMoeConfig::new(config.d_model, config.d_ff, config.n_experts)
                 .with_top_k(config.top_k)
-                .with_routing(&config.routing)
+                .with_routing(config.routing.clone())
                 .init(device),
         }
     }
@@ -79,6 +81,7 @@ impl<B: Backend> DecoderLayer<B> {
             router_logits: moe.router_logits,
             experts: moe.experts,
             dropped: moe.dropped,
+            counts: moe.counts,
         }
     }
 }

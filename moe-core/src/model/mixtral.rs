@@ -43,6 +43,8 @@ pub struct MixtralOutput<B: Backend> {
     /// Per layer, the assignments (of `T · K`) dropped because their expert was full; zeros
     /// without a capacity factor.
     pub dropped: Vec<usize>,
+    /// Per layer, the assignments routed to each expert, `[L][E]`.
+    pub expert_counts: Vec<Vec<usize>>,
 }
 
 impl MixtralConfig {
@@ -82,6 +84,16 @@ impl<B: Backend> Mixtral<B> {
     /// [`Self::set_experts_per_token`]).
     pub fn experts_per_token(&self) -> usize {
         self.layers.first().map_or(self.config.top_k, |l| l.block_sparse_moe.top_k())
+    }
+
+    /// One auxiliary-loss-free balancing step for every layer (see
+    /// [`SparseMoe::update_expert_bias`](crate::moe::SparseMoe::update_expert_bias)): `loads[l][e]`
+    /// is the assignments layer `l` routed to expert `e` over a training step. Does nothing
+    /// unless `routing.bias_update_rate` is above 0.
+    pub fn update_expert_biases(&mut self, loads: &[Vec<usize>]) {
+        for (layer, load) in self.layers.iter_mut().zip(loads) {
+            layer.block_sparse_moe.update_expert_bias(load);
+        }
     }
 
     /// Routes every token to `k` experts instead of the config's `top_k` from now on
@@ -181,6 +193,7 @@ struct Routing<B: Backend> {
     router_logits: Vec<Tensor<B, 2>>,
     experts: Vec<Tensor<B, 2, Int>>,
     dropped: Vec<usize>,
+    counts: Vec<Vec<usize>>,
 }
 
 impl<B: Backend> Routing<B> {
@@ -189,6 +202,7 @@ impl<B: Backend> Routing<B> {
             router_logits: Vec::with_capacity(layers),
             experts: Vec::with_capacity(layers),
             dropped: Vec::with_capacity(layers),
+            counts: Vec::with_capacity(layers),
         }
     }
 
@@ -197,10 +211,17 @@ impl<B: Backend> Routing<B> {
         self.router_logits.push(out.router_logits);
         self.experts.push(out.experts);
         self.dropped.push(out.dropped);
+        self.counts.push(out.counts);
         out.hidden
     }
 
     fn output(self, logits: Tensor<B, 3>) -> MixtralOutput<B> {
-        MixtralOutput { logits, router_logits: self.router_logits, experts: self.experts, dropped: self.dropped }
+        MixtralOutput {
+            logits,
+            router_logits: self.router_logits,
+            experts: self.experts,
+            dropped: self.dropped,
+            expert_counts: self.counts,
+        }
     }
 }

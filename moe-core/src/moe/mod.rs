@@ -1,15 +1,18 @@
-//! The sparse Mixture-of-Experts layer: router, experts, dispatch, and the block.
+//! The sparse Mixture-of-Experts layer: router, routing options, experts (routed and shared),
+//! dispatch, and the block.
 
 mod dispatch;
 mod experts;
 mod router;
 mod routing;
+mod shared_experts;
 mod sparse_moe;
 mod topk;
 
 pub use dispatch::DispatchPlan;
 pub use experts::{Experts, ExpertsConfig};
 pub use router::{Router, RouterConfig, RouterOutput};
-pub use routing::{expert_capacity, RoutingConfig};
+pub use routing::{expert_capacity, updated_expert_bias, RoutingConfig, Scoring};
+pub use shared_experts::{SharedExperts, SharedExpertsConfig};
 pub use sparse_moe::{MoeOutput, SparseMoe, SparseMoeConfig};
 pub use topk::top_k_indices;

@@ -1,12 +1,13 @@
 use crate::nn::functional::{positive_reciprocal, softmax};
 use crate::nn::Projection;
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::LinearConfig;
+use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
-use super::top_k_indices;
+use super::{top_k_indices, RoutingConfig, Scoring};
 
 /// Configuration of [`Router`].
 #[derive(Config, Debug)]
@@ -17,34 +18,45 @@ pub struct RouterConfig {
     pub n_experts: usize,
     /// Experts chosen per token.
     pub top_k: usize,
-    /// Rescale the chosen experts' probabilities to sum to 1 (see
-    /// [`RoutingConfig::normalize_top_k`](super::RoutingConfig::normalize_top_k)).
-    #[config(default = true)]
-    pub normalize_top_k: bool,
+    /// Scoring, renormalisation, selection bias and groups (see [`RoutingConfig`]).
+    #[config(default = "RoutingConfig::default()")]
+    pub routing: RoutingConfig,
 }
 
 impl RouterConfig {
-    /// A router with a freshly initialised gate.
+    /// A router with a freshly initialised gate (and a zero selection bias if the routing has
+    /// one).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Router<B> {
         Router {
             gate: LinearConfig::new(self.d_model, self.n_experts).with_bias(false).init(device).into(),
+            bias: self
+                .routing
+                .has_expert_bias()
+                .then(|| Param::from_tensor(Tensor::zeros([self.n_experts], device)).set_require_grad(false)),
             top_k: self.top_k,
-            normalize_top_k: self.normalize_top_k,
+            routing: self.routing.clone(),
         }
     }
 }
 
-/// Top-k token-choice router of Mixtral: `softmax(gate(x))` -> top-k -> renormalise (or keep the
-/// raw probabilities when `normalize_top_k` is false).
+/// Token-choice top-k router: `score(gate(x))` -> (bias, groups) -> top-k -> weights.
+///
+/// With the default routing this is Mixtral's: `softmax(gate(x))`, top-k, renormalised. The
+/// options of [`RoutingConfig`] give Switch (raw top-k probabilities), Qwen-MoE and DeepSeek-V3
+/// (sigmoid scores, a selection bias, group-limited choice, scaled weights).
 #[derive(Module, Debug)]
 pub struct Router<B: Backend> {
     /// `[D, E]`; the checkpoint's `block_sparse_moe.gate`.
     pub gate: Projection<B>,
+    /// `[E]` selection bias (checkpoint `block_sparse_moe.gate.e_score_correction_bias`), if
+    /// the routing has one: added to the scores to choose experts, not to weight them.
+    pub bias: Option<Param<Tensor<B, 1>>>,
     /// Experts per token `K` (change it with [`SparseMoe::set_top_k`](super::SparseMoe::set_top_k),
     /// which validates it).
     pub top_k: usize,
-    /// Whether the chosen experts' weights are rescaled to sum to 1.
-    pub normalize_top_k: bool,
+    /// The routing options the router was built with.
+    #[module(skip)]
+    pub routing: RoutingConfig,
 }
 
 /// What the router decided for each token.
@@ -54,8 +66,8 @@ pub struct RouterOutput<B: Backend> {
     pub logits: Tensor<B, 2>,
     /// Chosen experts, best first, `[T, K]`.
     pub experts: Tensor<B, 2, Int>,
-    /// Their mixing weights (sum to 1 per token when renormalised), in the activation dtype,
-    /// `[T, K]`.
+    /// Their mixing weights (sum to the scaling factor per token when renormalised), in the
+    /// activation dtype, `[T, K]`.
     pub weights: Tensor<B, 2>,
 }
 
@@ -64,19 +76,57 @@ impl<B: Backend> Router<B> {
     /// - `x`: `[T, D]`
     pub fn forward(&self, x: Tensor<B, 2>) -> RouterOutput<B> {
         let dtype = x.dtype();
-        // The softmax over experts is taken in f32 as in HF: in bf16 the top-k order and the
-        // renormalised weights would change.
+        // Scores are taken in f32 as in HF: in bf16 the top-k order and the renormalised
+        // weights would change.
         let logits = self.gate.forward(x).cast(FloatDType::F32); // [T, E]
-        let probs = softmax(logits.clone(), 1);
-        let experts = top_k_indices(probs.clone(), self.top_k); // [T, K]
-                                                                // The gradient reaches the gate through these weights.
-        let weights = probs.gather(1, experts.clone()); // [T, K]
-                                                        // Renormalised over the chosen k, the output is a convex combination of k experts
-                                                        // (Mixtral's choice; Switch-style routers keep the raw probabilities).
-        let weights = match self.normalize_top_k {
+        let scores = match self.routing.scoring {
+            Scoring::Softmax => softmax(logits.clone(), 1),
+            Scoring::Sigmoid => sigmoid(logits.clone()),
+        };
+        let experts = top_k_indices(self.choice_scores(scores.clone()), self.top_k); // [T, K]
+                                                                                     // The gradient reaches the gate through these weights (the choice itself is discrete).
+        let weights = scores.gather(1, experts.clone()); // [T, K]
+                                                         // Renormalised over the chosen k, the output is a convex combination of k experts
+                                                         // (Mixtral's choice; Switch-style routers keep the raw probabilities).
+        let weights = match self.routing.normalize_top_k {
             true => weights.clone() * positive_reciprocal(weights.sum_dim(1)),
             false => weights,
         };
+        let scale = self.routing.scaling_factor;
+        let weights = if scale == 1.0 { weights } else { weights.mul_scalar(scale) };
         RouterOutput { logits, experts, weights: weights.cast(dtype) }
+    }
+
+    /// The scores experts are chosen by: `scores` plus the selection bias, with the experts
+    /// outside each token's best groups ruled out. Detached: choosing is not differentiated.
+    ///
+    /// # Shapes
+    /// - `scores`: `[T, E]` -> `[T, E]`
+    fn choice_scores(&self, scores: Tensor<B, 2>) -> Tensor<B, 2> {
+        let scores = scores.detach();
+        let scores = match &self.bias {
+            Some(bias) => scores + bias.val().detach().cast(FloatDType::F32).unsqueeze_dim::<2>(0),
+            None => scores,
+        };
+        let groups = self.routing.n_groups;
+        if groups <= 1 || self.routing.top_k_groups >= groups {
+            return scores;
+        }
+        let [t, e] = scores.dims();
+        let per_group = e / groups;
+        // A group's score is the sum of its two best experts' (DeepSeek-V3).
+        let grouped = scores.clone().reshape([t * groups, per_group]);
+        let best = top_k_indices(grouped.clone(), per_group.min(2));
+        let group_scores = grouped.gather(1, best).sum_dim(1).reshape([t, groups]); // [T, G]
+        let kept = top_k_indices(group_scores, self.routing.top_k_groups); // [T, top_k_groups]
+        let kg = self.routing.top_k_groups;
+        let group_ids = Tensor::<B, 1, Int>::arange(0..groups as i64, &scores.device())
+            .reshape([1, 1, groups])
+            .expand([t, kg, groups]);
+        let hits = kept.unsqueeze_dim::<3>(2).expand([t, kg, groups]).equal(group_ids).int().sum_dim(1); // [T, 1, G]
+        let ruled_out = hits.reshape([t, groups, 1]).expand([t, groups, per_group]).reshape([t, e]).equal_elem(0);
+        // -inf, not transformers' 0: with a negative bias a ruled-out expert's 0 could beat a
+        // kept one's score.
+        scores.mask_fill(ruled_out, f32::NEG_INFINITY)
     }
 }

@@ -1,10 +1,23 @@
 //! The `routing` section of the model config: how the router turns gate logits into each
-//! token's experts and mixing weights. Mixtral's behaviour is the default, so a config without
-//! the section (every checkpoint written before it existed) routes exactly as before.
+//! token's experts and mixing weights, and what runs beside the routed experts. Mixtral's
+//! behaviour is the default, so a config without the section (every checkpoint written before
+//! it existed) routes exactly as before.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MoeError, Result};
+
+/// How gate logits become expert scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scoring {
+    /// A softmax over the experts (Mixtral, Switch, Qwen-MoE): scores compete and sum to 1.
+    #[default]
+    Softmax,
+    /// An independent sigmoid per expert (DeepSeek-V3): an expert's score does not fall when
+    /// another's rises, which suits many fine-grained experts and bias-based balancing.
+    Sigmoid,
+}
 
 /// Routing options of every MoE layer of a model (`MixtralConfig::routing`).
 ///
@@ -13,10 +26,15 @@ use crate::error::{MoeError, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
-    /// Rescale the chosen experts' softmax probabilities to sum to 1 per token (Mixtral, and
-    /// Qwen-MoE's `norm_topk_prob = true`); `false` keeps the raw probabilities, so a token whose
+    /// How gate logits become scores: `"softmax"` (the default) or `"sigmoid"`.
+    pub scoring: Scoring,
+    /// Rescale the chosen experts' scores to sum to 1 per token (Mixtral, DeepSeek-V3, and
+    /// Qwen-MoE's `norm_topk_prob = true`); `false` keeps the raw scores, so a token whose
     /// router is unsure gets a smaller update from its experts (Switch, Qwen2-MoE's default).
     pub normalize_top_k: bool,
+    /// Multiplies the routed experts' weights after any renormalisation (DeepSeek-V3's
+    /// `routed_scaling_factor`, 2.5 there); 1 leaves them alone.
+    pub scaling_factor: f64,
     /// Router jitter (Switch Transformer; HF Mixtral's `router_jitter_noise`): while training
     /// (on an autodiff backend), each MoE layer's input is multiplied element-wise by noise drawn
     /// uniformly from `[1 - j, 1 + j]` before the router and the experts see it, as
@@ -30,18 +48,60 @@ pub struct RoutingConfig {
     /// Expert capacity in inference (no autodiff), often larger than the training one (Switch:
     /// 1.25 to train, 2.0 to evaluate). `None`: the same as `capacity_factor`.
     pub eval_capacity_factor: Option<f64>,
+    /// A per-expert bias added to the scores when experts are *chosen* but not when they are
+    /// *weighted* (DeepSeek-V3's `e_score_correction_bias`, auxiliary-loss-free balancing). It
+    /// is a model parameter (saved, loaded, exported) but never gets a gradient. Implied by a
+    /// `bias_update_rate` above 0.
+    pub expert_bias: bool,
+    /// Auxiliary-loss-free load balancing (Wang et al. 2024, DeepSeek-V3): after every
+    /// optimizer step each expert's bias moves by this much towards balance, `b_e += rate ·
+    /// sign(mean load - load_e)`, counted over the step's tokens. DeepSeek-V3 used 0.001; 0
+    /// leaves the bias alone.
+    pub bias_update_rate: f64,
+    /// Group-limited routing (DeepSeek-V3's `n_group`): the experts are split into this many
+    /// equal groups, and each token picks its experts only within its `top_k_groups` best
+    /// groups (a group's score is the sum of its two best expert scores, bias included). With
+    /// experts placed by group on devices, this bounds how many devices a token visits. 1 = off.
+    pub n_groups: usize,
+    /// Groups each token may route into (DeepSeek-V3's `topk_group`); at most `n_groups`.
+    pub top_k_groups: usize,
+    /// Always-on shared experts (DeepSeekMoE, Qwen-MoE): one SwiGLU block every token runs
+    /// beside its routed experts, whose output is added to theirs. They hold the common
+    /// knowledge so the routed experts can specialise. 0 = none (Mixtral).
+    pub n_shared_experts: usize,
+    /// Hidden width of the shared block; `None` = `n_shared_experts · intermediate_size`
+    /// (DeepSeek fuses its shared experts into one block that wide).
+    pub shared_d_ff: Option<usize>,
+    /// Scale the shared block's output per token by `sigmoid(x · w)`, a learned `[D, 1]` gate
+    /// (Qwen-MoE's `shared_expert_gate`); `false` adds it as is (DeepSeek).
+    pub shared_expert_gate: bool,
 }
 
 impl Default for RoutingConfig {
-    /// Mixtral's routing: renormalised top-k, no jitter, no capacity limit.
+    /// Mixtral's routing: softmax, renormalised top-k, no jitter, no capacity limit, no bias,
+    /// groups or shared experts.
     fn default() -> Self {
-        Self { normalize_top_k: true, jitter_noise: 0.0, capacity_factor: None, eval_capacity_factor: None }
+        Self {
+            scoring: Scoring::Softmax,
+            normalize_top_k: true,
+            scaling_factor: 1.0,
+            jitter_noise: 0.0,
+            capacity_factor: None,
+            eval_capacity_factor: None,
+            expert_bias: false,
+            bias_update_rate: 0.0,
+            n_groups: 1,
+            top_k_groups: 1,
+            n_shared_experts: 0,
+            shared_d_ff: None,
+            shared_expert_gate: false,
+        }
     }
 }
 
 impl RoutingConfig {
-    /// Checks the values a layer can run with.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the values a layer of `n_experts` experts, `top_k` per token, can run with.
+    pub fn validate(&self, n_experts: usize, top_k: usize) -> Result<()> {
         if !(self.jitter_noise.is_finite() && (0.0..1.0).contains(&self.jitter_noise)) {
             return Err(MoeError::config(
                 "routing.jitter_noise",
@@ -56,6 +116,49 @@ impl RoutingConfig {
                 return Err(MoeError::config(field, format!("is {f}; a capacity factor must be > 0")));
             }
         }
+        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
+            return Err(MoeError::config(
+                "routing.scaling_factor",
+                format!("is {}; it must be > 0", self.scaling_factor),
+            ));
+        }
+        if !(self.bias_update_rate.is_finite() && self.bias_update_rate >= 0.0) {
+            return Err(MoeError::config(
+                "routing.bias_update_rate",
+                format!("is {}; it must be a number >= 0", self.bias_update_rate),
+            ));
+        }
+        let g = self.n_groups;
+        if g == 0 || !n_experts.is_multiple_of(g) {
+            return Err(MoeError::config(
+                "routing.n_groups",
+                format!("is {g}; it must be at least 1 and divide num_local_experts ({n_experts})"),
+            ));
+        }
+        if !(1..=g).contains(&self.top_k_groups) {
+            return Err(MoeError::config(
+                "routing.top_k_groups",
+                format!("is {}; it must be in 1..=n_groups ({g})", self.top_k_groups),
+            ));
+        }
+        let reachable = self.top_k_groups * (n_experts / g);
+        if top_k > reachable {
+            return Err(MoeError::config(
+                "routing.top_k_groups",
+                format!(
+                    "{} groups of {} experts hold {reachable} experts, fewer than num_experts_per_tok ({top_k})",
+                    self.top_k_groups,
+                    n_experts / g
+                ),
+            ));
+        }
+        if self.shared_d_ff == Some(0) {
+            return Err(MoeError::config("routing.shared_d_ff", "must be null or at least 1"));
+        }
+        if self.n_shared_experts == 0 && (self.shared_d_ff.is_some() || self.shared_expert_gate) {
+            let field = if self.shared_expert_gate { "routing.shared_expert_gate" } else { "routing.shared_d_ff" };
+            return Err(MoeError::config(field, "is set but routing.n_shared_experts is 0"));
+        }
         Ok(())
     }
 
@@ -67,9 +170,59 @@ impl RoutingConfig {
             false => self.eval_capacity_factor.or(self.capacity_factor),
         }
     }
+
+    /// Whether the routers carry a per-expert selection bias.
+    pub fn has_expert_bias(&self) -> bool {
+        self.expert_bias || self.bias_update_rate > 0.0
+    }
+
+    /// Hidden width of the shared block, if there is one, for experts `d_ff` wide.
+    pub fn shared_width(&self, d_ff: usize) -> Option<usize> {
+        // Saturating: a hostile config's product is refused by the parameter count, not a panic.
+        (self.n_shared_experts > 0).then(|| self.shared_d_ff.unwrap_or(self.n_shared_experts.saturating_mul(d_ff)))
+    }
+
+    /// The first option (as `routing.<field>`) with which inference differs from Mixtral's,
+    /// or `None` when a Mixtral runtime (transformers' Mixtral, llama.cpp) computes the same
+    /// logits. Jitter and the training capacity only act while training.
+    pub fn inference_differs_from_mixtral(&self) -> Option<&'static str> {
+        let mixtral = Self::default();
+        [
+            ("routing.scoring", self.scoring != mixtral.scoring),
+            ("routing.normalize_top_k", !self.normalize_top_k),
+            ("routing.scaling_factor", self.scaling_factor != 1.0),
+            ("routing.eval_capacity_factor", self.capacity_factor(false).is_some()),
+            ("routing.expert_bias", self.has_expert_bias()),
+            ("routing.n_groups", self.n_groups != 1),
+            ("routing.n_shared_experts", self.n_shared_experts > 0),
+        ]
+        .into_iter()
+        .find_map(|(field, differs)| differs.then_some(field))
+    }
 }
 
 /// Assignments each expert takes at most: `ceil(factor · T · K / E)`.
 pub fn expert_capacity(factor: f64, tokens: usize, top_k: usize, n_experts: usize) -> usize {
     (factor * (tokens * top_k) as f64 / n_experts as f64).ceil() as usize
+}
+
+/// DeepSeek-V3's auxiliary-loss-free bias update: each expert's bias moves by `rate` towards
+/// balance, up when it got fewer than the mean of `loads` (tokens routed to each expert over a
+/// training step), down when more, unchanged when exactly at the mean.
+pub fn updated_expert_bias(bias: &[f32], loads: &[usize], rate: f64) -> Vec<f32> {
+    let mean = loads.iter().sum::<usize>() as f64 / loads.len().max(1) as f64;
+    bias.iter()
+        .zip(loads)
+        .map(|(&b, &load)| {
+            let error = mean - load as f64;
+            let step = if error > 0.0 {
+                rate
+            } else if error < 0.0 {
+                -rate
+            } else {
+                0.0
+            };
+            (b as f64 + step) as f32
+        })
+        .collect()
 }

@@ -1,11 +1,14 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::error::{MoeError, Result};
 
-use super::{DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOutput, RoutingConfig};
+use super::{
+    updated_expert_bias, DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOutput, RoutingConfig,
+    SharedExperts, SharedExpertsConfig,
+};
 
 /// Configuration of [`SparseMoe`].
 #[derive(Config, Debug)]
@@ -19,51 +22,37 @@ pub struct SparseMoeConfig {
     /// Experts per token.
     #[config(default = 2)]
     pub top_k: usize,
-    /// Rescale the chosen experts' probabilities to sum to 1 ([`RoutingConfig::normalize_top_k`]).
-    #[config(default = true)]
-    pub normalize_top_k: bool,
-    /// Router jitter while training ([`RoutingConfig::jitter_noise`]); 0 = none.
-    #[config(default = 0.0)]
-    pub jitter_noise: f64,
-    /// Expert capacity factor while training ([`RoutingConfig::capacity_factor`]); `None` =
-    /// dropless.
-    pub capacity_factor: Option<f64>,
-    /// Expert capacity factor in inference ([`RoutingConfig::eval_capacity_factor`]).
-    pub eval_capacity_factor: Option<f64>,
+    /// Scoring, weights, jitter, capacity, balancing bias, groups and shared experts (see
+    /// [`RoutingConfig`]); Mixtral's by default.
+    #[config(default = "RoutingConfig::default()")]
+    pub routing: RoutingConfig,
 }
 
 impl SparseMoeConfig {
-    /// A layer with freshly initialised router and experts.
+    /// A layer with freshly initialised router and experts (and shared experts if the routing
+    /// has them).
     ///
-    /// The routing options of a model config's `routing` section.
-    pub fn with_routing(self, routing: &RoutingConfig) -> Self {
-        self.with_normalize_top_k(routing.normalize_top_k)
-            .with_jitter_noise(routing.jitter_noise)
-            .with_capacity_factor(routing.capacity_factor)
-            .with_eval_capacity_factor(routing.eval_capacity_factor)
-    }
-
     /// # Panics
-    /// If `top_k` is not in `1..=n_experts`, `jitter_noise` not in `[0, 1)` or a capacity factor
-    /// not above 0.
+    /// If the routing options do not fit `n_experts` and `top_k` (see
+    /// [`RoutingConfig::validate`]; a model config is validated before it gets here).
     pub fn init<B: Backend>(&self, device: &B::Device) -> SparseMoe<B> {
+        if let Err(e) = self.routing.validate(self.n_experts, self.top_k) {
+            panic!("{e}");
+        }
         assert!(
             (1..=self.n_experts).contains(&self.top_k),
             "top_k ({}) must be in 1..=n_experts ({})",
             self.top_k,
             self.n_experts
         );
-        assert!((0.0..1.0).contains(&self.jitter_noise), "jitter_noise ({}) must be in [0, 1)", self.jitter_noise);
-        for factor in [self.capacity_factor, self.eval_capacity_factor].into_iter().flatten() {
-            assert!(factor.is_finite() && factor > 0.0, "capacity factors must be > 0 (got {factor})");
-        }
         SparseMoe {
             router: RouterConfig::new(self.d_model, self.n_experts, self.top_k)
-                .with_normalize_top_k(self.normalize_top_k)
+                .with_routing(self.routing.clone())
                 .init(device),
             experts: ExpertsConfig::new(self.n_experts, self.d_model, self.d_ff).init(device),
-            jitter_noise: self.jitter_noise,
-            capacity: [self.capacity_factor, self.eval_capacity_factor.or(self.capacity_factor)],
+            shared: self.routing.shared_width(self.d_ff).map(|width| {
+                SharedExpertsConfig::new(self.d_model, width).with_gated(self.routing.shared_expert_gate).init(device)
+            }),
         }
     }
 }
@@ -102,12 +91,10 @@ impl SparseMoeConfig {
 pub struct SparseMoe<B: Backend> {
     /// The gate: picks `top_k` experts per token and their weights.
     pub router: Router<B>,
-    /// The SwiGLU experts.
+    /// The routed SwiGLU experts.
     pub experts: Experts<B>,
-    /// Router jitter while training: the input is multiplied by noise from `[1 - j, 1 + j]`.
-    pub jitter_noise: f64,
-    /// Capacity factors `[training, inference]`; `None` = dropless.
-    pub capacity: [Option<f64>; 2],
+    /// The always-on shared experts, if the routing has them.
+    pub shared: Option<SharedExperts<B>>,
 }
 
 /// Output of [`SparseMoe::forward`].
@@ -121,6 +108,9 @@ pub struct MoeOutput<B: Backend, const N: usize> {
     pub experts: Tensor<B, 2, Int>,
     /// Assignments (of `T · K`) dropped because their expert was full; 0 without a capacity.
     pub dropped: usize,
+    /// Assignments routed to each expert, `[E]` (dropped ones included): the load that
+    /// auxiliary-loss-free balancing evens out.
+    pub counts: Vec<usize>,
 }
 
 impl<B: Backend> SparseMoe<B> {
@@ -136,8 +126,32 @@ impl<B: Backend> SparseMoe<B> {
         if !(1..=n_experts).contains(&top_k) {
             return Err(MoeError::ExpertsPerToken { got: top_k, n_experts });
         }
+        self.router.routing.validate(n_experts, top_k)?;
         self.router.top_k = top_k;
         Ok(())
+    }
+
+    /// The routing options of this layer.
+    pub fn routing(&self) -> &RoutingConfig {
+        &self.router.routing
+    }
+
+    /// One auxiliary-loss-free balancing step ([`updated_expert_bias`]): moves each expert's
+    /// selection bias by `routing.bias_update_rate` towards balance, given the assignments
+    /// `loads[e]` each expert received over a training step. Does nothing without a bias or
+    /// with a rate of 0.
+    pub fn update_expert_bias(&mut self, loads: &[usize]) {
+        let rate = self.router.routing.bias_update_rate;
+        let Some(bias) = self.router.bias.take() else { return };
+        self.router.bias = Some(if rate == 0.0 {
+            bias
+        } else {
+            bias.map(|b| {
+                let old: Vec<f32> = b.to_data().convert::<f32>().to_vec().expect("f32 bias");
+                let new = updated_expert_bias(&old, loads, rate);
+                Tensor::<B, 1>::from_data(TensorData::new(new, [old.len()]), &b.device()).cast(b.dtype())
+            })
+        });
     }
 
     /// # Shapes
@@ -147,13 +161,24 @@ impl<B: Backend> SparseMoe<B> {
         let d = shape[N - 1];
         let x = self.jitter(x.reshape([shape.num_elements() / d, d])); // [T, D]
         let route = self.router.forward(x.clone());
-        let (hidden, dropped) = self.dispatch(x, &route);
-        MoeOutput { hidden: hidden.reshape(shape), router_logits: route.logits, experts: route.experts, dropped }
+        let (routed, dropped, counts) = self.dispatch(x.clone(), &route);
+        let hidden = match &self.shared {
+            // Added after the routed sum, as transformers' Qwen2-MoE and DeepSeek-V3 do.
+            Some(shared) => routed + shared.forward(x),
+            None => routed,
+        };
+        MoeOutput {
+            hidden: hidden.reshape(shape),
+            router_logits: route.logits,
+            experts: route.experts,
+            dropped,
+            counts,
+        }
     }
 
     /// Assignments each expert takes at most for `tokens` tokens, if capacity is limited.
     fn capacity(&self, tokens: usize, device: &B::Device) -> Option<usize> {
-        let factor = self.capacity[usize::from(!B::ad_enabled(device))]?;
+        let factor = self.routing().capacity_factor(B::ad_enabled(device))?;
         Some(super::expert_capacity(factor, tokens, self.top_k(), self.experts.n_experts()))
     }
 
@@ -163,7 +188,7 @@ impl<B: Backend> SparseMoe<B> {
     /// # Shapes
     /// - `x`: `[T, D]` -> `[T, D]`
     fn jitter(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let j = self.jitter_noise;
+        let j = self.routing().jitter_noise;
         if j == 0.0 || !B::ad_enabled(&x.device()) {
             return x;
         }
@@ -174,11 +199,12 @@ impl<B: Backend> SparseMoe<B> {
 
     /// Groups tokens by expert, runs each expert once on its rows (the first `capacity` of
     /// them, in token order, when capacity is limited; the rest get zeros), and scatter-adds the
-    /// weighted results back to token order. Returns the output and the dropped count.
+    /// weighted results back to token order. Returns the output, the dropped count and the
+    /// assignments per expert.
     ///
     /// # Shapes
     /// - `x`: `[T, D]` -> `[T, D]`
-    fn dispatch(&self, x: Tensor<B, 2>, route: &RouterOutput<B>) -> (Tensor<B, 2>, usize) {
+    fn dispatch(&self, x: Tensor<B, 2>, route: &RouterOutput<B>) -> (Tensor<B, 2>, usize, Vec<usize>) {
         let [t, d] = x.dims();
         let [_, k] = route.experts.dims();
         let device = x.device();
@@ -208,16 +234,17 @@ impl<B: Backend> SparseMoe<B> {
                                                            // expert order, as HF's loop over experts does.
         let hidden = Tensor::zeros([t, d], &y_sorted.device()).select_assign(
             0,
-            plan.token_index,
+            plan.token_index.clone(),
             y_sorted,
             IndexingUpdateOp::Add,
         );
-        (hidden, dropped)
+        (hidden, dropped, plan.counts)
     }
 
     /// Reference implementation: every expert on every token, masked by the routing weights.
     /// `E/K` times the work of [`Self::forward`]; for tests and benchmarks only. Dropless: it
-    /// ignores the capacity factor (and jitter).
+    /// ignores the capacity factor (and jitter). Shared experts are added as in
+    /// [`Self::forward`].
     ///
     /// # Shapes
     /// - `x`: `[T, D]` -> `[T, D]`
@@ -232,9 +259,14 @@ impl<B: Backend> SparseMoe<B> {
             route.weights.clone(),
             IndexingUpdateOp::Add,
         );
-        let all = self.experts.forward_all(x); // [E, T, D]
+        let all = self.experts.forward_all(x.clone()); // [E, T, D]
         let weights = dense.transpose().unsqueeze_dim::<3>(2); // [E, T, 1]
         let hidden = (all * weights).sum_dim(0).squeeze_dim::<2>(0);
-        MoeOutput { hidden, router_logits: route.logits, experts: route.experts, dropped: 0 }
+        let hidden = match &self.shared {
+            Some(shared) => hidden + shared.forward(x),
+            None => hidden,
+        };
+        let counts = DispatchPlan::new(route.experts.clone(), e).counts;
+        MoeOutput { hidden, router_logits: route.logits, experts: route.experts, dropped: 0, counts }
     }
 }
