@@ -120,6 +120,16 @@ pub struct Cli {
     /// Scale the shared block's output by a learned per-token sigmoid gate (Qwen-MoE).
     #[arg(long)]
     pub shared_expert_gate: bool,
+    /// Expert choice while training (Zhou et al. 2022): each expert takes its best
+    /// capacity-factor * tokens * top_k / experts tokens of the batch, weighted by their raw
+    /// scores; inference routes each token to its top-k by the same scores.
+    #[arg(long)]
+    pub expert_choice: bool,
+    /// Noisy top-k gating while training (Shazeer et al. 2017): learned Gaussian noise on the
+    /// gate logits before the top-k, and the importance + load losses (weighted by
+    /// --aux-loss-coef; the paper used 0.1) in place of the Switch balancing loss.
+    #[arg(long)]
+    pub noisy_gating: bool,
     /// Fine-grained experts (DeepSeekMoE): split every expert into M experts 1/M as wide and
     /// route each token to M times as many, so parameters and compute per token stay the same.
     #[arg(long, value_name = "M")]
@@ -148,7 +158,7 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
     /// Schemes to train, comma-separated, in this order. Default: all of preset, mixtral,
-    /// no-balancing, switch, deepseek, qwen.
+    /// no-balancing, switch, deepseek, expert-choice, qwen.
     #[arg(long, value_delimiter = ',')]
     pub schemes: Vec<String>,
     /// Optimizer steps per scheme (the learning rate decays over them). Default: the preset's.
@@ -257,6 +267,8 @@ impl Cli {
         routing.n_shared_experts = self.shared_experts.unwrap_or(routing.n_shared_experts);
         routing.shared_d_ff = self.shared_d_ff.or(routing.shared_d_ff);
         routing.shared_expert_gate |= self.shared_expert_gate;
+        routing.expert_choice |= self.expert_choice;
+        routing.noisy_gating |= self.noisy_gating;
         if let Some(m) = self.fine_grained {
             let model = &mut config.model;
             if m == 0 || !model.d_ff.is_multiple_of(m) {
@@ -306,6 +318,8 @@ pub fn run() -> Result<()> {
                 cli.shared_experts.is_some(),
                 cli.shared_d_ff.is_some(),
                 cli.shared_expert_gate,
+                cli.expert_choice,
+                cli.noisy_gating,
                 cli.fine_grained.is_some(),
                 cli.eval_every.is_some(),
                 cli.checkpoint_every.is_some(),

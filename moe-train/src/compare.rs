@@ -11,9 +11,7 @@ use crate::metrics::{read_log, LogRecord};
 use crate::trainer::RunSummary;
 use moe_core::moe::{RoutingConfig, Scoring};
 
-/// An expert that receives less than this share of a layer's routed tokens counts as dead in
-/// the comparison (the no-argument demo promises none).
-pub const DEAD_EXPERT_SHARE: f64 = 0.02;
+pub use crate::metrics::DEAD_EXPERT_SHARE;
 
 /// A routing scheme: a name, one line on what it is, and how it changes the preset.
 pub struct Scheme {
@@ -54,6 +52,14 @@ pub fn schemes() -> Vec<Scheme> {
             },
         },
         Scheme {
+            name: "noisy-top-k",
+            about: "learned Gaussian noise on the gate logits, importance + load losses 0.1 (Shazeer et al.)",
+            configure: |c| {
+                c.model.routing = RoutingConfig { noisy_gating: true, ..RoutingConfig::default() };
+                c.train.aux_loss_coef = Some(0.1);
+            },
+        },
+        Scheme {
             name: "switch",
             about: "raw top-k probabilities, capacity 1.25 (eval 2.0), jitter 0.01 (Switch)",
             configure: |c| {
@@ -82,6 +88,15 @@ pub fn schemes() -> Vec<Scheme> {
                 m.n_experts *= 2;
                 m.top_k *= 2;
                 m.d_ff /= 2;
+                c.train.aux_loss_coef = Some(0.0);
+            },
+        },
+        Scheme {
+            name: "expert-choice",
+            about: "each expert takes its top T*K/E tokens, raw scores; token choice in inference (Zhou et al.)",
+            configure: |c| {
+                c.model.routing =
+                    RoutingConfig { expert_choice: true, normalize_top_k: false, ..RoutingConfig::default() };
                 c.train.aux_loss_coef = Some(0.0);
             },
         },

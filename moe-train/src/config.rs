@@ -125,11 +125,22 @@ impl TrainConfig {
         }
     }
 
-    /// Learns the built-in multi-task corpus in a few minutes on 2 CPU cores.
+    /// Learns the built-in multi-task corpus in about two minutes on 2 CPU cores.
     pub fn tiny() -> Self {
         // moe-core's tiny shape with more experts (the corpus has 5 tasks) and a short context.
         let model = MixtralConfig { vocab_size: 384, n_experts: 8, max_seq_len: 64, ..MixtralConfig::tiny() };
-        Self { model, train: TrainingSettings::default() }
+        // 1200 steps (1.2M tokens, 113 s with evaluation on 2 cores): at 300 the model had the
+        // answers' format but 0-15% of them right; at 1200 sums 100%, copy 70%, sort 60%, and no
+        // expert below 4% of its layer's tokens at any evaluation (the load-balancing loss at
+        // Mixtral's 0.02 suffices once the run is this long).
+        let train = TrainingSettings {
+            steps: 1200,
+            lr_decay_steps: 1200,
+            eval_every: 200,
+            checkpoint_every: 200,
+            ..TrainingSettings::default()
+        };
+        Self { model, train }
     }
 
     /// The shape transformers was measured at for training throughput (see BENCHMARKS.md).

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::packing::NO_TASK;
 use crate::error::{Result, TrainError};
 
+/// An expert that receives less than this share of a layer's routed tokens counts as dead
+/// (`moe-train compare`, the expert-load plot; the no-argument demo promises none).
+pub const DEAD_EXPERT_SHARE: f64 = 0.02;
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -112,7 +116,8 @@ impl RouterStats {
             for (token, row) in logits.chunks_exact(e).enumerate() {
                 self.entropy_sum[layer] += entropy(row);
                 let task = tasks[token];
-                for &expert in &chosen[token * k..(token + 1) * k] {
+                // Expert choice marks the experts a token did not get with -1.
+                for &expert in chosen[token * k..(token + 1) * k].iter().filter(|&&e| e >= 0) {
                     self.load[layer][expert as usize] += 1;
                     if task != NO_TASK && (task as usize) < self.n_tasks {
                         self.task_expert[layer][task as usize][expert as usize] += 1;

@@ -3,7 +3,7 @@
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use moe_core::loss::{causal_lm_loss, load_balancing_loss, router_z_loss};
+use moe_core::loss::{causal_lm_loss, importance_load_loss, load_balancing_loss, router_z_loss};
 use moe_core::model::{Mixtral, MixtralOutput};
 use moe_core::moe::Scoring;
 
@@ -14,7 +14,8 @@ pub struct Objective<B: Backend> {
     pub total: Tensor<B, 1>,
     /// Next-token cross-entropy (labels = inputs shifted by one).
     pub lm_loss: Tensor<B, 1>,
-    /// Load-balancing loss (HF `load_balancing_loss_func`, unscaled).
+    /// Load-balancing loss, unscaled: HF's `load_balancing_loss_func`, or under noisy gating
+    /// the importance + load loss.
     pub aux_loss: Tensor<B, 1>,
     /// Router z-loss (unscaled).
     pub z_loss: Tensor<B, 1>,
@@ -37,7 +38,8 @@ pub fn objective<B: Backend>(
     aux_coef: f64,
     z_coef: f64,
 ) -> Objective<B> {
-    let MixtralOutput { logits, router_logits, dropped, expert_counts, .. } = model.forward(input_ids.clone());
+    let MixtralOutput { logits, router_logits, dropped, expert_counts, importance_load, .. } =
+        model.forward(input_ids.clone());
     let top_k = model.config().top_k;
     let assignments = input_ids.shape().num_elements() * top_k * dropped.len().max(1);
     let dropped_fraction = dropped.iter().sum::<usize>() as f32 / assignments as f32;
@@ -50,10 +52,12 @@ pub fn objective<B: Backend>(
         Scoring::Softmax => router_logits.clone(),
         Scoring::Sigmoid => router_logits.iter().map(|l| log_sigmoid(l.clone())).collect(),
     };
-    let aux_loss = if aux_coef > 0.0 {
-        load_balancing_loss(&scores, top_k, None)
-    } else {
-        load_balancing_loss(&detached(&scores), top_k, None)
+    let aux_loss = match (importance_load.is_empty(), aux_coef > 0.0) {
+        (true, true) => load_balancing_loss(&scores, top_k, None),
+        (true, false) => load_balancing_loss(&detached(&scores), top_k, None),
+        // Noisy gating (Shazeer et al. 2017) balances with its own losses.
+        (false, true) => importance_load_loss(&importance_load),
+        (false, false) => importance_load_loss(&importance_load.into_iter().map(|s| s.detach()).collect::<Vec<_>>()),
     };
     let z_loss = if z_coef > 0.0 { router_z_loss(&router_logits) } else { router_z_loss(&detached(&router_logits)) };
     let mut total = lm_loss.clone();

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use crate::error::{Result, TrainError};
@@ -86,11 +87,14 @@ fn loss_curves(path: &Path, train: &[&TrainRecord], evals: &[&EvalRecord]) -> Dr
 fn expert_load(path: &Path, evals: &[&EvalRecord]) -> DrawResult {
     let layers = evals[0].expert_load.len();
     let experts = evals[0].expert_load.first().map_or(0, Vec::len);
-    let root = BitMapBackend::new(path, (900, (260 * layers as u32).max(300))).into_drawing_area();
+    let root = BitMapBackend::new(path, (1000, (260 * layers as u32).max(300))).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((layers, 1));
+    // The legend gets a column of its own: inside the chart it covered the lines.
+    let (plots, legend) = root.split_horizontally(860);
+    let panels = plots.split_evenly((layers, 1));
     let last_step = evals.last().unwrap().step.max(1);
     let top = evals.iter().flat_map(|e| e.expert_load.iter().flatten()).copied().fold(0.0, f64::max);
+    let color = |e: usize| Palette99::pick(e).to_rgba();
     for (layer, panel) in panels.iter().enumerate() {
         let mut chart = ChartBuilder::on(panel)
             .caption(format!("Layer {layer}: share of routed tokens per expert"), ("sans-serif", 18))
@@ -100,22 +104,22 @@ fn expert_load(path: &Path, evals: &[&EvalRecord]) -> DrawResult {
             .build_cartesian_2d(0..last_step, 0.0..(top * 1.1).max(1e-3))?;
         chart.configure_mesh().x_desc("step").draw()?;
         for e in 0..experts {
-            let color = Palette99::pick(e).to_rgba();
-            chart
-                .draw_series(LineSeries::new(
-                    evals.iter().map(|r| (r.step, r.expert_load[layer][e])),
-                    color.stroke_width(2),
-                ))?
-                .label(format!("expert {e}"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+            chart.draw_series(LineSeries::new(
+                evals.iter().map(|r| (r.step, r.expert_load[layer][e])),
+                color(e).stroke_width(2),
+            ))?;
         }
         let uniform = 1.0 / experts.max(1) as f64;
         chart.draw_series(LineSeries::new([(0, uniform), (last_step, uniform)], BLACK.mix(0.4)))?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .draw()?;
+        let dead = crate::metrics::DEAD_EXPERT_SHARE;
+        chart.draw_series(LineSeries::new([(0, dead), (last_step, dead)], RED.mix(0.6)))?;
+    }
+    legend.draw(&Text::new("grey: uniform", (8, 20), ("sans-serif", 14)))?;
+    legend.draw(&Text::new("red: 2% (dead)", (8, 40), ("sans-serif", 14)))?;
+    for e in 0..experts {
+        let y = 72 + 22 * e as i32;
+        legend.draw(&PathElement::new([(8, y), (32, y)], color(e).stroke_width(3)))?;
+        legend.draw(&Text::new(format!("expert {e}"), (38, y - 7), ("sans-serif", 14)))?;
     }
     root.present()?;
     Ok(())
@@ -167,14 +171,15 @@ fn routing_heatmap(path: &Path, eval: &EvalRecord, tasks: &[&str]) -> DrawResult
                     SegmentValue::Exact(t + 1),
                 );
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    [(x0, y0), (x1, y1.clone())],
+                    [(x0, y0), (x1, y1)],
                     RGBColor(shade, shade, 255).filled(),
                 )))?;
-                // Text hangs down from its anchor: the cell's top-left corner.
+                // Centred in its cell, so that it touches neither the cell's edges nor the axes.
+                let style = TextStyle::from(("sans-serif", 15)).pos(Pos::new(HPos::Center, VPos::Center));
                 chart.draw_series(std::iter::once(Text::new(
-                    format!(" {:.0}%", 100.0 * share),
-                    (SegmentValue::Exact(e), y1),
-                    ("sans-serif", 14),
+                    format!("{:.0}%", 100.0 * share),
+                    (SegmentValue::CenterOf(e), SegmentValue::CenterOf(t)),
+                    style,
                 )))?;
             }
         }

@@ -12,7 +12,9 @@ fn stderr(out: &Output) -> String {
 }
 
 /// The README's main job: no arguments but an output folder. It must learn (validation loss at
-/// most half the initial one), report expert specialisation, and export a loadable model.
+/// most half the initial one), get at least two built-in tasks half right, keep every expert of
+/// every layer at 2% of the tokens or more, report expert specialisation, and export a loadable
+/// model.
 #[test]
 fn default_run_learns_and_exports() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,7 +28,20 @@ fn default_run_learns_and_exports() {
     assert!(summary["final_train_loss"].as_f64().unwrap().is_finite());
     assert!(summary["tokens_per_sec"].as_f64().unwrap() > 0.0);
     assert!(summary["specialisation_nmi"].as_f64().unwrap() > 0.0);
-    assert_eq!(summary["steps"].as_u64().unwrap(), 300);
+    assert_eq!(summary["steps"].as_u64().unwrap(), 1200);
+    let accuracy = summary["task_accuracy"].as_array().unwrap();
+    let learned = accuracy.iter().filter(|t| t[1].as_f64().unwrap() >= 0.5).count();
+    assert!(learned >= 2, "fewer than two tasks at 50%: {accuracy:?}");
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    let last_eval = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|r| r.get("expert_load").is_some())
+        .unwrap();
+    for (layer, load) in last_eval["expert_load"].as_array().unwrap().iter().enumerate() {
+        let least = load.as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).fold(1.0, f64::min);
+        assert!(least >= 0.02, "layer {layer}: an expert has {least} of the tokens");
+    }
     let model_dir = Path::new(summary["model_dir"].as_str().unwrap());
     let model_dir = if model_dir.is_absolute() { model_dir.to_path_buf() } else { dir.path().join(model_dir) };
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
@@ -157,10 +172,15 @@ fn routing_flags_reach_the_saved_model() {
 #[test]
 fn compare_writes_one_table_and_one_plot() {
     let dir = tempfile::tempdir().unwrap();
-    let out = moe_train(&["compare", "--schemes", "no-balancing,deepseek", "--steps", "2", "--out", "cmp"], dir.path());
+    let out = moe_train(
+        &["compare", "--schemes", "expert-choice,deepseek,noisy-top-k", "--steps", "2", "--out", "cmp"],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let table = String::from_utf8_lossy(&out.stdout);
-    for needle in ["| scheme |", "| no-balancing |", "| deepseek |", "experts < 2%", "arithmetic", "tokens/s"] {
+    for needle in
+        ["| scheme |", "| expert-choice |", "| deepseek |", "| noisy-top-k |", "experts < 2%", "arithmetic", "tokens/s"]
+    {
         assert!(table.contains(needle), "{needle}: {table}");
     }
     let report = dir.path().join("cmp");
@@ -169,7 +189,7 @@ fn compare_writes_one_table_and_one_plot() {
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("comparison.json")).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     // DeepSeek's 8 experts split in 2: 16 per layer, 2 layers.
     assert_eq!(rows[1]["experts"], 32, "{:?}", rows[1]);
     for row in rows {

@@ -11,6 +11,7 @@ mod gradients;
 mod import_errors;
 mod infer;
 mod kv_cache;
+mod noisy_gating;
 mod parity;
 mod roundtrip;
 mod routing;

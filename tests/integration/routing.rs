@@ -78,7 +78,10 @@ fn router_gradients_match_finite_differences() {
         r.n_shared_experts = 1;
         r.shared_expert_gate = true;
     };
-    router_gradient_matches_finite_differences(routed(base, qwen), "shared gate");
+    router_gradient_matches_finite_differences(routed(base.clone(), qwen), "shared gate");
+    // 6 tokens, top-2 over 4 experts at factor 1: each expert takes its 3 best tokens.
+    let expert_choice = |r: &mut RoutingConfig| r.expert_choice = true;
+    router_gradient_matches_finite_differences(routed(base, expert_choice), "expert choice");
 }
 
 fn router_gradient_matches_finite_differences(config: SparseMoeConfig, name: &str) {
@@ -182,6 +185,8 @@ fn routing_section_round_trips_and_is_validated() {
         bias_update_rate: 0.001,
         n_groups: 2,
         top_k_groups: 1,
+        expert_choice: false,
+        noisy_gating: false,
         n_shared_experts: 2,
         shared_d_ff: Some(40),
         shared_expert_gate: true,
@@ -206,6 +211,14 @@ fn routing_section_round_trips_and_is_validated() {
     assert_eq!(hf["shared_expert_intermediate_size"], 40);
     let back: HfMixtralConfig = serde_json::from_value(hf).unwrap();
     assert_eq!(back.to_mixtral().unwrap().routing, routing);
+    let choice = MixtralConfig {
+        routing: RoutingConfig { expert_choice: true, capacity_factor: Some(1.5), ..Default::default() },
+        ..MixtralConfig::tiny()
+    };
+    let hf = serde_json::to_value(HfMixtralConfig::from_mixtral(&choice, "float32")).unwrap();
+    assert_eq!(hf["expert_choice"], true);
+    let back: HfMixtralConfig = serde_json::from_value(hf).unwrap();
+    assert_eq!(back.to_mixtral().unwrap().routing, choice.routing);
     let mixtral = serde_json::to_value(HfMixtralConfig::from_mixtral(&MixtralConfig::tiny(), "float32")).unwrap();
     for key in [
         "norm_topk_prob",
@@ -237,7 +250,10 @@ fn routing_section_round_trips_and_is_validated() {
         // One group of one expert cannot hold top-2.
         (RoutingConfig { n_groups: 4, top_k_groups: 1, ..Default::default() }, "routing.top_k_groups"),
         (RoutingConfig { scaling_factor: 0.0, ..Default::default() }, "routing.scaling_factor"),
+        (RoutingConfig { expert_choice: true, n_groups: 2, ..Default::default() }, "routing.expert_choice"),
         (RoutingConfig { bias_update_rate: -1.0, ..Default::default() }, "routing.bias_update_rate"),
+        (RoutingConfig { noisy_gating: true, scoring: Scoring::Sigmoid, ..Default::default() }, "routing.noisy_gating"),
+        (RoutingConfig { noisy_gating: true, expert_choice: true, ..Default::default() }, "routing.noisy_gating"),
         (RoutingConfig { shared_expert_gate: true, ..Default::default() }, "routing.shared_expert_gate"),
         (RoutingConfig { n_shared_experts: 1, shared_d_ff: Some(0), ..Default::default() }, "routing.shared_d_ff"),
     ];
@@ -496,4 +512,58 @@ fn routing_options_decode_with_the_cache_and_survive_export() {
         let reloaded = host(again.forward(ids(tokens.clone(), b)).logits);
         assert_eq!(reloaded, full, "{:?}: the export reloads to another model", config.routing);
     }
+}
+
+/// Expert choice: with the identity gate on one-hot-ish inputs each expert takes its `C` best
+/// tokens by softmax score and weights them by that score; with `C = T` every expert takes
+/// every token (the dense mixture by scores); without autodiff it routes by token choice with
+/// the raw scores.
+#[test]
+fn expert_choice_takes_each_experts_best_tokens() {
+    let device = Default::default();
+    // 4 tokens, 2 experts, top-1, factor 1: C = ceil(4 * 1 / 2) = 2.
+    let x = vec![2.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 0.5, 0.0];
+    let config = routed(SparseMoeConfig::new(2, 4, 2).with_top_k(1), |r| r.expert_choice = true);
+    let moe = two_expert_layer::<CpuAutodiff>(config.clone());
+    let input = || Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(x.clone(), [4, 2]), &device);
+    let out = moe.forward(input());
+    // Scores of expert 0 by token: softmax([2, 0]) = 0.88, [1, 0] = 0.73, [0, 1] = 0.27,
+    // [0.5, 0] = 0.62: expert 0 takes tokens 0 and 1, expert 1 (the complements) 2 and 3.
+    let experts: Vec<i64> = out.experts.into_data().iter::<i64>().collect();
+    assert_eq!(experts, [0, -1, 0, -1, -1, 1, -1, 1]);
+    assert_eq!((out.counts, out.dropped), (vec![2, 2], 0));
+    let got = host(out.hidden);
+    for (token, expert) in [(0usize, 0usize), (1, 0), (2, 1), (3, 1)] {
+        let row = &x[2 * token..2 * token + 2];
+        let max = row[0].max(row[1]);
+        let z: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        let score = (row[expert] - max).exp() / z;
+        let alone = Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(row.to_vec(), [1, 2]), &device);
+        let ffn = host(moe.experts.forward_expert(expert, alone));
+        for j in 0..2 {
+            let want = score * ffn[j];
+            assert!((got[2 * token + j] - want).abs() < 1e-6, "token {token}: {} vs {want}", got[2 * token + j]);
+        }
+    }
+
+    // Factor 2 = E / K: C = T, every expert on every token, weighted by its score.
+    let everyone = two_expert_layer::<CpuAutodiff>(routed(config.clone(), |r| r.capacity_factor = Some(2.0)));
+    let out = everyone.forward(input());
+    assert_eq!(out.counts, vec![4, 4]);
+    let scores = everyone.router.forward(input()).scores.transpose().unsqueeze_dim::<3>(2); // [E, T, 1]
+    let dense = host((everyone.experts.forward_all(input()) * scores).sum_dim(0).squeeze_dim::<2>(0));
+    assert!(crate::common::max_abs_diff(&host(out.hidden), &dense) < 1e-6);
+
+    // Inference: each token's top-1 expert, weighted by its raw score.
+    let inference = two_expert_layer::<Cpu>(config);
+    let input = || Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [4, 2]), &device);
+    // Run once before cloning: an uninitialised clone would draw experts of its own.
+    let out = inference.forward(input());
+    let token_choice = {
+        let mut m = inference.clone();
+        m.router.routing = RoutingConfig { normalize_top_k: false, ..Default::default() };
+        m
+    };
+    assert_eq!(out.experts.dims(), [4, 1]);
+    assert_eq!(host(out.hidden), host(token_choice.forward(input()).hidden));
 }

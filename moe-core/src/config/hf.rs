@@ -154,6 +154,14 @@ pub struct HfMixtralConfig {
     /// transformers key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_expert_gate: Option<bool>,
+    /// Expert-choice routing while training (`routing.expert_choice`; not a transformers key:
+    /// written only when true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_choice: Option<bool>,
+    /// Noisy top-k gating while training (`routing.noisy_gating`; not a transformers key:
+    /// written only when true, with the `gate_noise` weights beside the gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noisy_gating: Option<bool>,
     /// Model classes the checkpoint is for (`MixtralForCausalLM`).
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
@@ -324,6 +332,8 @@ impl HfMixtralConfig {
             bias_update_rate: self.bias_update_rate.unwrap_or(0.0),
             n_groups: self.n_group.unwrap_or(1),
             top_k_groups: self.topk_group.unwrap_or(1),
+            expert_choice: self.expert_choice.unwrap_or(false),
+            noisy_gating: self.noisy_gating.unwrap_or(false),
             n_shared_experts,
             shared_d_ff: self.shared_expert_intermediate_size,
             shared_expert_gate: self.shared_expert_gate.unwrap_or(false),
@@ -378,6 +388,8 @@ impl HfMixtralConfig {
             n_shared_experts: (r.n_shared_experts > 0).then_some(r.n_shared_experts),
             shared_expert_intermediate_size: r.shared_d_ff,
             shared_expert_gate: r.shared_expert_gate.then_some(true),
+            expert_choice: r.expert_choice.then_some(true),
+            noisy_gating: r.noisy_gating.then_some(true),
             architectures: Some(vec!["MixtralForCausalLM".into()]),
             torch_dtype: Some(dtype.into()),
             dtype: Some(dtype.into()),

@@ -244,6 +244,7 @@ impl MixtralConfig {
             .checked_add(shared)?
             .checked_add(mul(e, d)?)?
             .checked_add(if self.routing.has_expert_bias() { e } else { 0 })?
+            .checked_add(if self.routing.noisy_gating { mul(e, d)? } else { 0 })?
             .checked_add(mul(2, d)?)?;
         let heads = if self.tie_word_embeddings { 1 } else { 2 };
         mul(heads, mul(v, d)?)?.checked_add(d)?.checked_add(mul(l, per_layer)?)

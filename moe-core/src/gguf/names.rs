@@ -48,6 +48,8 @@ pub fn gguf_source(param: HubParam, part: usize, merged: bool, n_heads: usize, n
         // llama.cpp's names for DeepSeek / Qwen-MoE tensors (its `llama` architecture has none).
         HubParam::RouterBias(n) => plain(format!("blk.{n}.exp_probs_b.bias")),
         HubParam::SharedExpertGate(n) => plain(format!("blk.{n}.ffn_gate_inp_shexp.weight")),
+        // Training-only weights that no GGUF runtime reads; never written (see `save_gguf`).
+        HubParam::RouterNoise(n) => plain(format!("blk.{n}.ffn_gate_inp_noise.weight")),
         HubParam::SharedExpert(n, p) => plain(match (p, part) {
             (ExpertProj::GateUp, 0) => format!("blk.{n}.ffn_gate_shexp.weight"),
             (ExpertProj::GateUp, _) => format!("blk.{n}.ffn_up_shexp.weight"),

@@ -15,6 +15,7 @@
 //! | `model.layers.N.block_sparse_moe.experts.X.w3.weight` `[F, D]` | `Expert(N, X, GateUp)` `[D, 2F]` | fused Linear, part 1 |
 //! | `model.layers.N.block_sparse_moe.experts.X.w2.weight` `[D, F]` | `Expert(N, X, Down)` `[F, D]` | Linear |
 //! | `model.layers.N.block_sparse_moe.gate.e_score_correction_bias` `[E]` | `RouterBias(N)` (`routing.expert_bias`) | as is |
+//! | `model.layers.N.block_sparse_moe.gate_noise.weight` `[E, D]` | `RouterNoise(N)` (`routing.noisy_gating`) | Linear |
 //! | `model.layers.N.block_sparse_moe.shared_experts.w1/w3/w2.weight` | `SharedExpert(N, GateUp/Down)` (`routing.n_shared_experts`) | as the experts' |
 //! | `model.layers.N.block_sparse_moe.shared_expert_gate.weight` `[1, D]` | `SharedExpertGate(N)` (`routing.shared_expert_gate`) | Linear |
 //! | `model.norm.weight` `[D]`                                 | `FinalNorm`                | as is |
@@ -72,6 +73,8 @@ pub enum HubParam {
     Expert(usize, usize, ExpertProj),
     /// `model.layers.N.block_sparse_moe.gate.e_score_correction_bias`: the selection bias.
     RouterBias(usize),
+    /// `model.layers.N.block_sparse_moe.gate_noise.weight`: noisy gating's noise weights.
+    RouterNoise(usize),
     /// `model.layers.N.block_sparse_moe.shared_experts.w*.weight`
     SharedExpert(usize, ExpertProj),
     /// `model.layers.N.block_sparse_moe.shared_expert_gate.weight`
@@ -133,6 +136,9 @@ impl HubParam {
             if config.routing.has_expert_bias() {
                 out.push(Self::RouterBias(n));
             }
+            if config.routing.noisy_gating {
+                out.push(Self::RouterNoise(n));
+            }
             for x in 0..config.n_experts {
                 out.extend([GateUp, Down].map(|p| Self::Expert(n, x, p)));
             }
@@ -160,6 +166,7 @@ impl HubParam {
             | Self::RouterBias(_) => HubLayout::AsIs,
             Self::Attention(..)
             | Self::Router(_)
+            | Self::RouterNoise(_)
             | Self::LmHead
             | Self::Expert(.., ExpertProj::Down)
             | Self::SharedExpert(_, ExpertProj::Down)
@@ -189,6 +196,7 @@ impl HubParam {
             Self::Router(n) => format!("model.layers.{n}.block_sparse_moe.gate.weight"),
             Self::Expert(n, x, p) => format!("model.layers.{n}.block_sparse_moe.experts.{x}.{}.weight", w(p)),
             Self::RouterBias(n) => format!("model.layers.{n}.block_sparse_moe.gate.e_score_correction_bias"),
+            Self::RouterNoise(n) => format!("model.layers.{n}.block_sparse_moe.gate_noise.weight"),
             Self::SharedExpert(n, p) => format!("model.layers.{n}.block_sparse_moe.shared_experts.{}.weight", w(p)),
             Self::SharedExpertGate(n) => format!("model.layers.{n}.block_sparse_moe.shared_expert_gate.weight"),
             Self::FinalNorm => "model.norm.weight".into(),
@@ -215,7 +223,7 @@ impl HubParam {
             Self::Attention(_, AttentionProj::Q) => vec![d, q],
             Self::Attention(_, AttentionProj::K | AttentionProj::V) => vec![d, kv],
             Self::Attention(_, AttentionProj::O) => vec![q, d],
-            Self::Router(_) => vec![d, e],
+            Self::Router(_) | Self::RouterNoise(_) => vec![d, e],
             Self::Expert(.., ExpertProj::GateUp) => vec![d, 2 * f],
             Self::Expert(.., ExpertProj::Down) => vec![f, d],
             Self::RouterBias(_) => vec![e],
@@ -267,6 +275,7 @@ impl HubParam {
                     ),
                     ["block_sparse_moe", "gate", "weight"] => Self::Router(n),
                     ["block_sparse_moe", "gate", "e_score_correction_bias"] => Self::RouterBias(n),
+                    ["block_sparse_moe", "gate_noise", "weight"] => Self::RouterNoise(n),
                     ["block_sparse_moe", "shared_expert_gate", "weight"] => Self::SharedExpertGate(n),
                     ["block_sparse_moe", "shared_experts", w, "weight"] => {
                         let (proj, part) = match *w {
@@ -308,6 +317,7 @@ macro_rules! select_param {
             | HubParam::PostAttentionNorm(n)
             | HubParam::Router(n)
             | HubParam::RouterBias(n)
+            | HubParam::RouterNoise(n)
             | HubParam::SharedExpert(n, _)
             | HubParam::SharedExpertGate(n)
             | HubParam::Expert(n, ..) => Some(n),
@@ -350,6 +360,10 @@ macro_rules! select_param {
                 }
                 HubParam::RouterBias(n) => match $($borrow)+ model.layers[n].block_sparse_moe.router.bias {
                     Some(bias) => Some($wrap::Rank1(bias)),
+                    None => None,
+                },
+                HubParam::RouterNoise(n) => match $($borrow)+ model.layers[n].block_sparse_moe.router.noise {
+                    Some(noise) => Some($wrap::Rank2($($borrow)+ noise.weight)),
                     None => None,
                 },
                 HubParam::SharedExpert(n, p) => match $($borrow)+ model.layers[n].block_sparse_moe.shared {

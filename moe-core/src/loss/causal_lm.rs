@@ -17,7 +17,8 @@ pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int
     let logits = logits.narrow(1, 0, s - 1).reshape([n, v]).cast(FloatDType::F32);
     let targets = labels.narrow(1, 1, s - 1).reshape([n, 1]);
     let ignored = targets.clone().equal_elem(IGNORE_INDEX); // [N, 1]
-                                                            // gather needs a valid class everywhere; ignored rows are zeroed below.
+
+    // gather needs a valid class everywhere; ignored rows are zeroed below.
     let safe_targets = targets.mask_fill(ignored.clone(), 0);
     let nll = log_softmax(logits, 1).gather(1, safe_targets).neg(); // [N, 1]
     let nll = nll.mask_fill(ignored.clone(), 0.0);

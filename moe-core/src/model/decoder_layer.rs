@@ -3,7 +3,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
 use crate::config::MixtralConfig;
-use crate::moe::{SparseMoe, SparseMoeConfig};
+use crate::moe::{ImportanceLoad, SparseMoe, SparseMoeConfig};
 use crate::nn::{Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RopeTable};
 
 /// One pre-norm Mixtral decoder layer: `x + attn(norm(x))`, then `h + moe(norm(h))`.
@@ -32,6 +32,8 @@ pub struct DecoderLayerOutput<B: Backend> {
     pub dropped: usize,
     /// Assignments routed to each expert, `[E]`.
     pub counts: Vec<usize>,
+    /// Importance and load, under noisy gating.
+    pub importance_load: Option<ImportanceLoad<B>>,
 }
 
 impl<B: Backend> DecoderLayer<B> {
@@ -82,6 +84,7 @@ impl<B: Backend> DecoderLayer<B> {
             experts: moe.experts,
             dropped: moe.dropped,
             counts: moe.counts,
+            importance_load: moe.importance_load,
         }
     }
 }

@@ -7,6 +7,7 @@ use super::{DecoderLayer, DecoderLayerOutput};
 use crate::config::MixtralConfig;
 use crate::error::Result;
 use crate::kernels::matmul_weight;
+use crate::moe::ImportanceLoad;
 use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, RotaryEmbedding, TokenEmbedding};
 
 /// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
@@ -45,6 +46,9 @@ pub struct MixtralOutput<B: Backend> {
     pub dropped: Vec<usize>,
     /// Per layer, the assignments routed to each expert, `[L][E]`.
     pub expert_counts: Vec<Vec<usize>>,
+    /// Per layer, the importance and load of noisy gating (for
+    /// [`importance_load_loss`](crate::loss::importance_load_loss)); empty without it.
+    pub importance_load: Vec<ImportanceLoad<B>>,
 }
 
 impl MixtralConfig {
@@ -194,6 +198,7 @@ struct Routing<B: Backend> {
     experts: Vec<Tensor<B, 2, Int>>,
     dropped: Vec<usize>,
     counts: Vec<Vec<usize>>,
+    importance_load: Vec<ImportanceLoad<B>>,
 }
 
 impl<B: Backend> Routing<B> {
@@ -203,6 +208,7 @@ impl<B: Backend> Routing<B> {
             experts: Vec::with_capacity(layers),
             dropped: Vec::with_capacity(layers),
             counts: Vec::with_capacity(layers),
+            importance_load: Vec::new(),
         }
     }
 
@@ -212,6 +218,7 @@ impl<B: Backend> Routing<B> {
         self.experts.push(out.experts);
         self.dropped.push(out.dropped);
         self.counts.push(out.counts);
+        self.importance_load.extend(out.importance_load);
         out.hidden
     }
 
@@ -222,6 +229,7 @@ impl<B: Backend> Routing<B> {
             experts: self.experts,
             dropped: self.dropped,
             expert_counts: self.counts,
+            importance_load: self.importance_load,
         }
     }
 }

@@ -30,7 +30,8 @@ impl<B: Backend> DispatchPlan<B> {
         let one_hot = experts.reshape([n, 1]).expand([n, n_experts]).equal(ids).int(); // [N, E]
         let counts = one_hot.clone().sum_dim(0); // [1, E]
         let starts = counts.clone().cumsum(1) - counts.clone(); // [1, E] exclusive prefix sum
-                                                                // Rank of each assignment among those of its expert (0-based where one_hot is 1).
+
+        // Rank of each assignment among those of its expert (0-based where one_hot is 1).
         let rank = one_hot.clone().cumsum(0) - 1; // [N, E]
         let slot = ((rank + starts.expand([n, n_experts])) * one_hot).sum_dim(1); // [N, 1]
         let assignment_index = Tensor::<B, 1, Int>::zeros([n], &device).scatter(

@@ -1,8 +1,9 @@
-//! The sparse Mixture-of-Experts layer: router, routing options, experts (routed and shared),
-//! dispatch, and the block.
+//! The sparse Mixture-of-Experts layer: router, routing options (noisy gating among them),
+//! experts (routed and shared), dispatch, and the block.
 
 mod dispatch;
 mod experts;
+mod noisy_gating;
 mod router;
 mod routing;
 mod shared_experts;
@@ -11,6 +12,7 @@ mod topk;
 
 pub use dispatch::DispatchPlan;
 pub use experts::{Experts, ExpertsConfig};
+pub use noisy_gating::{importance_load, noise_std, ImportanceLoad, NOISE_FLOOR};
 pub use router::{Router, RouterConfig, RouterOutput};
 pub use routing::{expert_capacity, updated_expert_bias, RoutingConfig, Scoring};
 pub use shared_experts::{SharedExperts, SharedExpertsConfig};

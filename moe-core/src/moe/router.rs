@@ -5,8 +5,9 @@ use burn::module::{Module, Param};
 use burn::nn::LinearConfig;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Int, Tensor};
+use burn::tensor::{Distribution, FloatDType, Int, Tensor};
 
+use super::noisy_gating::{importance_load, noise_std, ImportanceLoad};
 use super::{top_k_indices, RoutingConfig, Scoring};
 
 /// Configuration of [`Router`].
@@ -24,11 +25,18 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// A router with a freshly initialised gate (and a zero selection bias if the routing has
-    /// one).
+    /// A router with a freshly initialised gate (and a zero selection bias, or zero noise
+    /// weights, if the routing has them).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Router<B> {
+        let zeros = || Tensor::zeros([self.d_model, self.n_experts], device);
         Router {
             gate: LinearConfig::new(self.d_model, self.n_experts).with_bias(false).init(device).into(),
+            // Zero, as in the paper: every expert starts with the same noise, softplus(0).
+            noise: self.routing.noisy_gating.then(|| Projection {
+                weight: Param::from_tensor(zeros()),
+                bias: None,
+                quantized: None,
+            }),
             bias: self
                 .routing
                 .has_expert_bias()
@@ -51,6 +59,9 @@ pub struct Router<B: Backend> {
     /// `[E]` selection bias (checkpoint `block_sparse_moe.gate.e_score_correction_bias`), if
     /// the routing has one: added to the scores to choose experts, not to weight them.
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// `[D, E]` noise weights of noisy gating (checkpoint `block_sparse_moe.gate_noise`), if the
+    /// routing has it: the noise's standard deviation is `softplus(x · W) + 0.01`.
+    pub noise: Option<Projection<B>>,
     /// Experts per token `K` (change it with [`SparseMoe::set_top_k`](super::SparseMoe::set_top_k),
     /// which validates it).
     pub top_k: usize,
@@ -64,37 +75,69 @@ pub struct Router<B: Backend> {
 pub struct RouterOutput<B: Backend> {
     /// Raw gate logits in f32, `[T, E]`: what the auxiliary losses are computed from.
     pub logits: Tensor<B, 2>,
+    /// Expert scores in f32 (softmax or sigmoid of the logits), `[T, E]`, differentiable.
+    pub scores: Tensor<B, 2>,
     /// Chosen experts, best first, `[T, K]`.
     pub experts: Tensor<B, 2, Int>,
     /// Their mixing weights (sum to the scaling factor per token when renormalised), in the
     /// activation dtype, `[T, K]`.
     pub weights: Tensor<B, 2>,
+    /// Importance and load of the batch, under noisy gating (in training and inference, so
+    /// validation can report the same loss).
+    pub importance_load: Option<ImportanceLoad<B>>,
 }
 
 impl<B: Backend> Router<B> {
+    /// Routes each token. Under noisy gating, on an autodiff backend (training), the gate
+    /// logits get fresh Gaussian noise; see [`Self::forward_with_noise`].
+    ///
     /// # Shapes
     /// - `x`: `[T, D]`
     pub fn forward(&self, x: Tensor<B, 2>) -> RouterOutput<B> {
+        let sample = (self.noise.is_some() && B::ad_enabled(&x.device())).then(|| {
+            let [t, _] = x.dims();
+            Tensor::random([t, self.gate.dims()[1]], Distribution::Normal(0.0, 1.0), &x.device())
+        });
+        self.forward_with_noise(x, sample)
+    }
+
+    /// [`Self::forward`] with noisy gating's standard-normal draws given (`None`: no noise, as in
+    /// inference); ignored without noisy gating. For tests that need the same noise twice.
+    ///
+    /// # Shapes
+    /// - `x`: `[T, D]`
+    /// - `sample`: `[T, E]`
+    pub fn forward_with_noise(&self, x: Tensor<B, 2>, sample: Option<Tensor<B, 2>>) -> RouterOutput<B> {
         let dtype = x.dtype();
         // Scores are taken in f32 as in HF: in bf16 the top-k order and the renormalised
         // weights would change.
-        let logits = self.gate.forward(x).cast(FloatDType::F32); // [T, E]
+        let logits = self.gate.forward(x.clone()).cast(FloatDType::F32); // [T, E]
+        let std = self.noise.as_ref().map(|noise| noise_std(noise.forward(x))); // [T, E]
+        let noisy = match (&std, sample) {
+            (Some(std), Some(sample)) => logits.clone() + sample.cast(FloatDType::F32) * std.clone(),
+            _ => logits.clone(),
+        };
         let scores = match self.routing.scoring {
-            Scoring::Softmax => softmax(logits.clone(), 1),
-            Scoring::Sigmoid => sigmoid(logits.clone()),
+            Scoring::Softmax => softmax(noisy.clone(), 1),
+            Scoring::Sigmoid => sigmoid(noisy.clone()),
         };
         let experts = top_k_indices(self.choice_scores(scores.clone()), self.top_k); // [T, K]
-                                                                                     // The gradient reaches the gate through these weights (the choice itself is discrete).
-        let weights = scores.gather(1, experts.clone()); // [T, K]
-                                                         // Renormalised over the chosen k, the output is a convex combination of k experts
-                                                         // (Mixtral's choice; Switch-style routers keep the raw probabilities).
-        let weights = match self.routing.normalize_top_k {
+
+        // The gradient reaches the gate through these weights (the choice itself is discrete).
+        let weights = scores.clone().gather(1, experts.clone()); // [T, K]
+
+        // Renormalised over the chosen k, the output is a convex combination of k experts
+        // (Mixtral's choice; Switch-style routers keep the raw probabilities). Expert choice
+        // weights by the raw scores, in training and in its token-choice inference.
+        let weights = match self.routing.normalize_top_k && !self.routing.expert_choice {
             true => weights.clone() * positive_reciprocal(weights.sum_dim(1)),
             false => weights,
         };
         let scale = self.routing.scaling_factor;
         let weights = if scale == 1.0 { weights } else { weights.mul_scalar(scale) };
-        RouterOutput { logits, experts, weights: weights.cast(dtype) }
+        let importance_load =
+            std.map(|std| importance_load(logits.clone(), noisy, std, experts.clone(), weights.clone()));
+        RouterOutput { logits, scores, experts, weights: weights.cast(dtype), importance_load }
     }
 
     /// The scores experts are chosen by: `scores` plus the selection bias, with the experts

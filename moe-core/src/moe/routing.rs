@@ -35,6 +35,16 @@ pub struct RoutingConfig {
     /// Multiplies the routed experts' weights after any renormalisation (DeepSeek-V3's
     /// `routed_scaling_factor`, 2.5 there); 1 leaves them alone.
     pub scaling_factor: f64,
+    /// Noisy top-k gating (Shazeer et al. 2017) while training: each gate logit gets Gaussian
+    /// noise with a learned, per-token standard deviation `softplus(x · W_noise) + 0.01` before
+    /// the top-k, so an expert just outside a token's top k is sometimes tried; and the
+    /// balancing loss becomes the paper's importance + load losses, `CV(importance)² +
+    /// CV(load)²` (`importance` = each expert's summed gate weights, `load` = the expected
+    /// number of tokens it receives under the noise, smooth in both the gate and the noise), at
+    /// the trainer's `aux_loss_coef`. `W_noise` `[D, E]` starts at zero. Inference (no autodiff)
+    /// routes by the clean logits, as Mixtral. Softmax scoring only, without expert choice,
+    /// selection bias or groups.
+    pub noisy_gating: bool,
     /// Router jitter (Switch Transformer; HF Mixtral's `router_jitter_noise`): while training
     /// (on an autodiff backend), each MoE layer's input is multiplied element-wise by noise drawn
     /// uniformly from `[1 - j, 1 + j]` before the router and the experts see it, as
@@ -65,6 +75,15 @@ pub struct RoutingConfig {
     pub n_groups: usize,
     /// Groups each token may route into (DeepSeek-V3's `topk_group`); at most `n_groups`.
     pub top_k_groups: usize,
+    /// Expert choice (Zhou et al. 2022) while training: instead of each token choosing `K`
+    /// experts, each expert chooses its `C = ceil(f · T · K / E)` best tokens of the batch by
+    /// score (`f` = `capacity_factor`, 1 when unset) and weights them by their raw score. Load is
+    /// balanced by construction; a token may get any number of experts, including none (it
+    /// passes through the residual). Choosing among the batch's tokens looks at later
+    /// positions, which generation cannot, so inference (no autodiff: evaluation, generation,
+    /// serving) routes each token to its top-`K` experts by the same scores and weights, the
+    /// usual fix. `normalize_top_k` does not apply.
+    pub expert_choice: bool,
     /// Always-on shared experts (DeepSeekMoE, Qwen-MoE): one SwiGLU block every token runs
     /// beside its routed experts, whose output is added to theirs. They hold the common
     /// knowledge so the routed experts can specialise. 0 = none (Mixtral).
@@ -78,13 +97,14 @@ pub struct RoutingConfig {
 }
 
 impl Default for RoutingConfig {
-    /// Mixtral's routing: softmax, renormalised top-k, no jitter, no capacity limit, no bias,
+    /// Mixtral's routing: softmax, renormalised top-k, no noise, no jitter, no capacity limit, no bias,
     /// groups or shared experts.
     fn default() -> Self {
         Self {
             scoring: Scoring::Softmax,
             normalize_top_k: true,
             scaling_factor: 1.0,
+            noisy_gating: false,
             jitter_noise: 0.0,
             capacity_factor: None,
             eval_capacity_factor: None,
@@ -92,6 +112,7 @@ impl Default for RoutingConfig {
             bias_update_rate: 0.0,
             n_groups: 1,
             top_k_groups: 1,
+            expert_choice: false,
             n_shared_experts: 0,
             shared_d_ff: None,
             shared_expert_gate: false,
@@ -152,6 +173,31 @@ impl RoutingConfig {
                 ),
             ));
         }
+        if self.expert_choice && (self.has_expert_bias() || g > 1) {
+            return Err(MoeError::config(
+                "routing.expert_choice",
+                "does not combine with a selection bias or expert groups: experts choose tokens, not tokens experts",
+            ));
+        }
+        if self.noisy_gating {
+            let clash = [
+                ("routing.scoring = \"sigmoid\"", self.scoring == Scoring::Sigmoid),
+                ("routing.expert_choice", self.expert_choice),
+                ("a selection bias (routing.expert_bias / bias_update_rate)", self.has_expert_bias()),
+                ("routing.n_groups > 1", g > 1),
+            ]
+            .into_iter()
+            .find_map(|(what, set)| set.then_some(what));
+            if let Some(what) = clash {
+                return Err(MoeError::config(
+                    "routing.noisy_gating",
+                    format!(
+                        "does not combine with {what}: its load loss is the probability of a softmax top-k choice \
+                         among noisy logits"
+                    ),
+                ));
+            }
+        }
         if self.shared_d_ff == Some(0) {
             return Err(MoeError::config("routing.shared_d_ff", "must be null or at least 1"));
         }
@@ -184,9 +230,10 @@ impl RoutingConfig {
 
     /// The first option (as `routing.<field>`) with which inference differs from Mixtral's,
     /// or `None` when a Mixtral runtime (transformers' Mixtral, llama.cpp) computes the same
-    /// logits. Jitter and the training capacity only act while training.
+    /// logits. Jitter, gate noise and the training capacity only act while training.
     pub fn inference_differs_from_mixtral(&self) -> Option<&'static str> {
         let mixtral = Self::default();
+        // Noisy gating routes by the clean logits in inference, as Mixtral does.
         [
             ("routing.scoring", self.scoring != mixtral.scoring),
             ("routing.normalize_top_k", !self.normalize_top_k),
@@ -194,6 +241,8 @@ impl RoutingConfig {
             ("routing.eval_capacity_factor", self.capacity_factor(false).is_some()),
             ("routing.expert_bias", self.has_expert_bias()),
             ("routing.n_groups", self.n_groups != 1),
+            // Inference routes by token choice with the raw scores.
+            ("routing.expert_choice", self.expert_choice),
             ("routing.n_shared_experts", self.n_shared_experts > 0),
         ]
         .into_iter()

@@ -6,8 +6,8 @@ use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 use crate::error::{MoeError, Result};
 
 use super::{
-    updated_expert_bias, DispatchPlan, Experts, ExpertsConfig, Router, RouterConfig, RouterOutput, RoutingConfig,
-    SharedExperts, SharedExpertsConfig,
+    updated_expert_bias, DispatchPlan, Experts, ExpertsConfig, ImportanceLoad, Router, RouterConfig, RouterOutput,
+    RoutingConfig, SharedExperts, SharedExpertsConfig,
 };
 
 /// Configuration of [`SparseMoe`].
@@ -104,13 +104,16 @@ pub struct MoeOutput<B: Backend, const N: usize> {
     pub hidden: Tensor<B, N>,
     /// Raw router logits in f32, `[T, E]`, for the load-balancing and z losses.
     pub router_logits: Tensor<B, 2>,
-    /// Chosen experts per token, `[T, K]`: for load statistics.
+    /// Chosen experts per token, `[T, K]`: for load statistics. Under expert choice (while
+    /// training) `[T, E]`: `e` where expert `e` took the token, -1 elsewhere.
     pub experts: Tensor<B, 2, Int>,
     /// Assignments (of `T · K`) dropped because their expert was full; 0 without a capacity.
     pub dropped: usize,
     /// Assignments routed to each expert, `[E]` (dropped ones included): the load that
     /// auxiliary-loss-free balancing evens out.
     pub counts: Vec<usize>,
+    /// Importance and load for noisy gating's balancing losses; `None` without noisy gating.
+    pub importance_load: Option<ImportanceLoad<B>>,
 }
 
 impl<B: Backend> SparseMoe<B> {
@@ -161,7 +164,12 @@ impl<B: Backend> SparseMoe<B> {
         let d = shape[N - 1];
         let x = self.jitter(x.reshape([shape.num_elements() / d, d])); // [T, D]
         let route = self.router.forward(x.clone());
-        let (routed, dropped, counts) = self.dispatch(x.clone(), &route);
+        let (routed, experts, dropped, counts) = if self.routing().expert_choice && B::ad_enabled(&x.device()) {
+            self.expert_choice(x.clone(), &route)
+        } else {
+            let (routed, dropped, counts) = self.dispatch(x.clone(), &route);
+            (routed, route.experts, dropped, counts)
+        };
         let hidden = match &self.shared {
             // Added after the routed sum, as transformers' Qwen2-MoE and DeepSeek-V3 do.
             Some(shared) => routed + shared.forward(x),
@@ -170,9 +178,10 @@ impl<B: Backend> SparseMoe<B> {
         MoeOutput {
             hidden: hidden.reshape(shape),
             router_logits: route.logits,
-            experts: route.experts,
+            experts,
             dropped,
             counts,
+            importance_load: route.importance_load,
         }
     }
 
@@ -230,8 +239,9 @@ impl<B: Backend> SparseMoe<B> {
             })
             .collect();
         let y_sorted = Tensor::cat(outputs, 0) * w_sorted; // [T*K, D]
-                                                           // Slots are in expert order, so each token's k contributions are added in ascending
-                                                           // expert order, as HF's loop over experts does.
+
+        // Slots are in expert order, so each token's k contributions are added in ascending
+        // expert order, as HF's loop over experts does.
         let hidden = Tensor::zeros([t, d], &y_sorted.device()).select_assign(
             0,
             plan.token_index.clone(),
@@ -239,6 +249,53 @@ impl<B: Backend> SparseMoe<B> {
             IndexingUpdateOp::Add,
         );
         (hidden, dropped, plan.counts)
+    }
+
+    /// Expert choice (see [`RoutingConfig::expert_choice`]): expert `e` runs on its `C` best
+    /// tokens by score and adds them back weighted by the score. Returns the output, each
+    /// token's experts as `[T, E]` (`e` where expert `e` took the token, -1 elsewhere), the
+    /// tokens no expert took, and `C` per expert.
+    ///
+    /// # Shapes
+    /// - `x`: `[T, D]` -> `[T, D]`
+    fn expert_choice(
+        &self,
+        x: Tensor<B, 2>,
+        route: &RouterOutput<B>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2, Int>, usize, Vec<usize>) {
+        let [t, d] = x.dims();
+        let e = self.experts.n_experts();
+        let device = x.device();
+        let factor = self.routing().capacity_factor.unwrap_or(1.0);
+        let c = super::expert_capacity(factor, t, self.top_k(), e).clamp(1, t);
+        let by_expert = route.scores.clone().transpose(); // [E, T]
+
+        // The choice is not differentiated; the weights are (through `gather`).
+        let picked = by_expert.clone().detach().argsort_descending(1).narrow(1, 0, c); // [E, C]
+        let weights = by_expert.gather(1, picked.clone()).reshape([e * c, 1]); // [E*C, 1]
+        let token_index = picked.clone().reshape([e * c]);
+        let x_sorted = x.select(0, token_index.clone()); // [E*C, D]
+        let outputs: Vec<_> = (0..e)
+            .map(|expert| self.experts.forward_expert(expert, x_sorted.clone().narrow(0, expert * c, c)))
+            .collect();
+        let y = Tensor::cat(outputs, 0); // [E*C, D]
+        let y = y.clone() * weights.cast(y.dtype());
+        let hidden = Tensor::<B, 2>::zeros([t, d], &device).cast(y.dtype()).select_assign(
+            0,
+            token_index,
+            y,
+            IndexingUpdateOp::Add,
+        );
+        // [T, E]: 1 where the expert took the token.
+        let taken = Tensor::<B, 2, Int>::zeros([e, t], &device)
+            .scatter(1, picked.clone(), picked.ones_like(), IndexingUpdateOp::Add)
+            .transpose()
+            .greater_elem(0);
+        let ids = Tensor::<B, 1, Int>::arange(0..e as i64, &device).reshape([1, e]).expand([t, e]);
+        let experts = ids.mask_fill(taken.clone().bool_not(), -1);
+        let untouched = taken.int().sum_dim(1).equal_elem(0).int().sum().into_scalar();
+        let dropped = burn::tensor::ElementConversion::elem::<i64>(untouched) as usize;
+        (hidden, experts, dropped, vec![c; e])
     }
 
     /// Reference implementation: every expert on every token, masked by the routing weights.
@@ -267,6 +324,13 @@ impl<B: Backend> SparseMoe<B> {
             None => hidden,
         };
         let counts = DispatchPlan::new(route.experts.clone(), e).counts;
-        MoeOutput { hidden, router_logits: route.logits, experts: route.experts, dropped: 0, counts }
+        MoeOutput {
+            hidden,
+            router_logits: route.logits,
+            experts: route.experts,
+            dropped: 0,
+            counts,
+            importance_load: route.importance_load,
+        }
     }
 }

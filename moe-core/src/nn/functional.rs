@@ -1,4 +1,4 @@
-//! Softmax, log-softmax and log-sum-exp whose backward passes never call `recip`.
+//! Softmax, log-softmax, log-sum-exp and softplus whose backward passes never call `recip`.
 //!
 //! burn 0.21's autodiff differentiates a division `a / b` and a `log(b)` through `recip(b)`, and
 //! burn-ndarray's `recip` is an approximate SIMD reciprocal (about 5e-5 relative error) applied
@@ -40,6 +40,18 @@ pub fn logsumexp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Ten
     let value = sum.clone().log() + max;
     let probs = exp * positive_reciprocal(sum);
     value + (probs * (x - detached)).sum_dim(dim)
+}
+
+/// `log(1 + exp(x))`, computed as `max(x, 0) + log(1 + exp(-|x|))` so that it neither
+/// overflows for large `x` nor rounds the small values of very negative ones to 0; its gradient,
+/// `sigmoid(x)` (as `1 / (1 + exp(-x))` through [`positive_reciprocal`]), is attached as in
+/// [`logsumexp`]. Burn's `softplus` is `log(1 + exp(x))` as written (infinite above x = 88)
+/// and differentiates its `log` through the approximate `recip`.
+pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let detached = x.clone().detach();
+    let value = detached.clone().clamp_min(0.0) + detached.clone().abs().neg().exp().log1p();
+    let slope = positive_reciprocal(detached.clone().neg().exp().add_scalar(1.0));
+    value + slope * (x - detached)
 }
 
 /// `x - logsumexp(x)` along `dim`.
@@ -104,6 +116,23 @@ mod tests {
                 let got = grad[r * cols + c] as f64;
                 assert!((got - want).abs() <= bound, "[{r},{c}]: got {got}, want {want}");
             }
+        }
+    }
+
+    #[test]
+    fn softplus_is_stable_and_its_gradient_is_the_sigmoid() {
+        let device = Default::default();
+        let xs = [-200.0f32, -30.0, -1.0, 0.0, 0.5, 30.0, 200.0];
+        let x = Tensor::<A, 1>::from_floats(xs, &device).require_grad();
+        let y = softplus(x.clone());
+        let values: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+        let grad: Vec<f32> = x.grad(&y.sum().backward()).unwrap().into_data().to_vec().unwrap();
+        for ((&x, &v), &g) in xs.iter().zip(&values).zip(&grad) {
+            let x = x as f64;
+            let want = x.max(0.0) + (-x.abs()).exp().ln_1p();
+            let slope = 1.0 / (1.0 + (-x).exp());
+            assert!((v as f64 - want).abs() <= 1e-6 * want.max(1e-30), "softplus({x}) = {v}, want {want}");
+            assert!((g as f64 - slope).abs() <= 1e-6, "softplus'({x}) = {g}, want {slope}");
         }
     }
 }
