@@ -5,7 +5,7 @@
 use burn::tensor::backend::Backend;
 use moe_core::backend::{BackendKind, Precision};
 use moe_core::config::MixtralConfig;
-use moe_core::model::Mixtral;
+use moe_core::model::{FeedForward, Mixtral};
 use moe_core::nn::Projection;
 use moe_generate::{generate, GenerationConfig, SamplingConfig};
 use rand::{Rng, SeedableRng};
@@ -133,10 +133,15 @@ fn decode_bytes<B: Backend>(model: &Mixtral<B>, precision: Precision) -> u64 {
     for layer in &model.layers {
         let attn = &layer.self_attn;
         bytes += [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.o_proj].into_iter().map(projection).sum::<u64>();
-        bytes += float * (2 * c.d_model + c.d_model * c.n_experts) as u64; // norms, router
-        let experts: u64 =
-            layer.block_sparse_moe.experts.ffns.iter().map(|f| projection(&f.gate_up) + projection(&f.down)).sum();
-        bytes += experts * model.experts_per_token() as u64 / c.n_experts.max(1) as u64;
+        bytes += float * (2 * c.d_model) as u64; // norms
+        match &layer.feed_forward {
+            FeedForward::Dense(mlp) => bytes += projection(&mlp.gate_up) + projection(&mlp.down),
+            FeedForward::Sparse(moe) => {
+                bytes += float * (c.d_model * c.n_experts) as u64; // router
+                let experts: u64 = moe.experts.ffns.iter().map(|f| projection(&f.gate_up) + projection(&f.down)).sum();
+                bytes += experts * model.experts_per_token() as u64 / c.n_experts.max(1) as u64;
+            }
+        }
     }
     bytes
 }

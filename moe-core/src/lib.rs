@@ -40,6 +40,7 @@
 pub mod alloc;
 pub mod backend;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod fs;
 pub mod gguf;

@@ -53,8 +53,14 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
     let out = model.forward(ids.clone());
 
-    let aux_loss = load_balancing_loss(&out.router_logits, c.top_k, None).into_scalar().elem::<f64>();
-    let z_loss = router_z_loss(&out.router_logits).into_scalar().elem::<f64>();
+    // A dense model has no router: both losses are 0.
+    let (aux_loss, z_loss) = match out.router_logits.is_empty() {
+        true => (0.0, 0.0),
+        false => (
+            load_balancing_loss(&out.router_logits, c.top_k, None).into_scalar().elem::<f64>(),
+            router_z_loss(&out.router_logits).into_scalar().elem::<f64>(),
+        ),
+    };
 
     // One per-token NLL pass serves both means (HF's `lm_loss` is the mean over all of them).
     let v = c.vocab_size;

@@ -4,16 +4,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
 use clap::Parser;
-use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
-use moe_core::moe::Scoring;
+use moe_core::backend::{run_on, BackendKind, Precision};
+use moe_core::moe::{RoutingConfig, Scoring};
 
 use crate::compare::SchemeResult;
 use crate::config::{TrainConfig, PRESETS};
 use crate::setup::{default_run_dir, new_run, resume_run, DataSpec};
-use crate::trainer::{train, RunSetup, RunSummary};
+use crate::trainer::{RunSetup, RunSummary, TrainTask};
 
 /// Train a sparse Mixture-of-Experts transformer (Mixtral architecture) from scratch.
 ///
@@ -47,8 +45,13 @@ pub struct Cli {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue a run (its folder, or one of its checkpoints) exactly where it stopped.
-    #[arg(long, conflicts_with_all = ["config", "preset", "data", "tokenizer", "out", "seed"])]
+    #[arg(long, conflicts_with_all = ["config", "preset", "data", "tokenizer", "out", "seed", "init"])]
     pub resume: Option<PathBuf>,
+    /// Start from the weights of a Hub-layout model folder (config.json, model.safetensors,
+    /// tokenizer.json), e.g. one written by `moe-train upcycle` or a run's `model/`: the model
+    /// is that one, the training settings the preset's (or --config's) with the flags above.
+    #[arg(long, value_name = "DIR")]
+    pub init: Option<PathBuf>,
     /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). Training is f32.
     /// The default is the fastest CPU backend compiled in, flex: the default run trains at
     /// 10.6k tokens/s on it against 6.6k on ndarray (BENCHMARKS.md).
@@ -130,6 +133,11 @@ pub struct Cli {
     /// --aux-loss-coef; the paper used 0.1) in place of the Switch balancing loss.
     #[arg(long)]
     pub noisy_gating: bool,
+    /// Train a dense model (Mistral/Llama architecture) instead: the same attention, embeddings
+    /// and norms, and one SwiGLU per layer as wide as the MoE's top-k experts together (equal
+    /// compute per token). Exported as MistralForCausalLM.
+    #[arg(long)]
+    pub dense: bool,
     /// Fine-grained experts (DeepSeekMoE): split every expert into M experts 1/M as wide and
     /// route each token to M times as many, so parameters and compute per token stay the same.
     #[arg(long, value_name = "M")]
@@ -152,6 +160,20 @@ pub enum Command {
     /// and steps) and write one table (comparison.md, .json) and one plot (comparison.png): val
     /// loss, tokens dropped, load imbalance, dead experts, task/expert NMI, task accuracy, tokens/s.
     Compare(CompareArgs),
+    /// Sparse upcycling: copy a dense model's FFN into every expert of a new MoE with a fresh
+    /// router (optionally noised or partly re-initialised, Drop-Upcycling), and write it as a
+    /// model folder; `moe-train --init DIR` trains it on. With exact copies it computes the
+    /// dense model's logits.
+    Upcycle(crate::upcycle::UpcycleArgs),
+    /// Knowledge distillation: train a student (by default the teacher's dense counterpart)
+    /// on T² · KL(teacher ‖ student) at temperature T plus the usual cross-entropy, then report
+    /// teacher and student val loss, perplexity, size and decode speed (RUN/distill.json).
+    Distill(crate::distill::DistillArgs),
+    /// Branch-Train-MiX: train a dense seed on all the data, branch it per slice (built-in
+    /// tasks, or one --data path each), train each branch on its slice, merge the branches into
+    /// a MoE (FFNs become experts, the rest is averaged) and train it on all the data; reports
+    /// every stage (OUT/btx.md, .json).
+    Btx(crate::btx::BtxArgs),
 }
 
 /// Options of `moe-train compare`.
@@ -164,50 +186,37 @@ pub struct CompareArgs {
     /// Optimizer steps per scheme (the learning rate decays over them). Default: the preset's.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Folder for the runs (one per scheme) and the report. Default: `runs/compare-<n>`.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`).
-    #[arg(long, default_value_t = BackendKind::fastest_cpu())]
-    pub backend: BackendKind,
-    /// Seed of every run.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Print the results as one JSON array instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    /// `--out`, `--backend`, `--seed`, `--json`.
+    #[command(flatten)]
+    pub common: crate::experiment::ExperimentArgs,
 }
 
 /// Runs `moe-train compare`.
 fn compare(args: &CompareArgs) -> Result<()> {
-    let kind = args.backend.ensure_compiled()?;
+    let kind = args.common.backend.ensure_compiled()?;
     let schemes = crate::compare::select(&args.schemes)?;
     let mut base = TrainConfig::tiny();
     if let Some(steps) = args.steps {
         if steps == 0 {
             bail!("--steps must be at least 1");
         }
-        let t = &mut base.train;
-        t.steps = steps;
-        t.lr_decay_steps = steps;
-        t.eval_every = t.eval_every.min(steps);
-        t.checkpoint_every = steps;
-        t.warmup_steps = t.warmup_steps.min(steps / 2);
+        base = base.with_steps(steps);
+        base.train.checkpoint_every = steps;
     }
-    base.train.seed = args.seed.unwrap_or(base.train.seed);
-    let out = args.out.clone().unwrap_or_else(|| default_run_dir("compare"));
+    base.train.seed = args.common.seed.unwrap_or(base.train.seed);
+    let out = args.common.out_dir("compare");
     let progress = std::io::stderr().is_terminal();
     let mut results = Vec::new();
     for (i, scheme) in schemes.iter().enumerate() {
         eprintln!("[{}/{}] {}: {}", i + 1, schemes.len(), scheme.name, scheme.about);
         let config = scheme.apply(&base);
-        let spec = DataSpec { paths: Vec::new(), tokenizer: None };
+        let spec = DataSpec::default();
         let setup = new_run(config.clone(), spec, &out.join(scheme.name), progress)?;
         let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })??;
         results.push(SchemeResult::from_run(scheme, &config, &summary)?);
     }
     let files = crate::compare::write_report(&out, &results)?;
-    if args.json {
+    if args.common.json {
         println!("{}", serde_json::to_string(&results)?);
     } else {
         print!("{}", crate::compare::markdown_table(&results));
@@ -228,6 +237,19 @@ impl Cli {
                 (TrainConfig::preset(&name)?, name)
             }
         };
+        if let Some(dir) = &self.init {
+            if self.dense || self.fine_grained.is_some() {
+                bail!(
+                    "--init {}: the model comes from there; --dense and --fine-grained change its shape",
+                    dir.display()
+                );
+            }
+            let dir = std::fs::canonicalize(dir).with_context(|| format!("--init {}", dir.display()))?;
+            let hf = moe_core::config::HfMixtralConfig::from_file(dir.join("config.json"))
+                .with_context(|| format!("--init {}", dir.display()))?;
+            config.model = hf.to_mixtral().with_context(|| format!("--init {}", dir.display()))?;
+            config.train.init_from = Some(dir);
+        }
         let t = &mut config.train;
         let set = |field: &mut usize, value: Option<usize>| {
             if let Some(v) = value {
@@ -285,6 +307,13 @@ impl Cli {
             model.top_k *= m;
             model.d_ff /= m;
         }
+        if self.dense {
+            let model = &config.model;
+            if model.routing != RoutingConfig::default() || self.fine_grained.is_some() {
+                bail!("--dense: a dense model has no router; leave out the routing options");
+            }
+            config.model = model.to_dense(model.top_k * model.d_ff);
+        }
         Ok((config, name))
     }
 }
@@ -292,8 +321,28 @@ impl Cli {
 /// The `moe-train` command line: parses arguments, sets up or resumes the run, trains, reports.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Compare(args)) = &cli.command {
-        return compare(args);
+    match &cli.command {
+        Some(Command::Compare(args)) => return compare(args),
+        Some(Command::Upcycle(args)) => return crate::upcycle::run(args).map(|_| ()),
+        Some(Command::Btx(args)) => {
+            let out = args.common.out_dir("btx");
+            let stages = crate::btx::run(args, &out, std::io::stderr().is_terminal())?;
+            match args.common.json {
+                true => println!("{}", serde_json::to_string(&stages)?),
+                false => print!("{}", crate::btx::markdown_table(&stages)),
+            }
+            return Ok(());
+        }
+        Some(Command::Distill(args)) => {
+            let out = args.common.out_dir("distill");
+            let report = crate::distill::run(args, out, std::io::stderr().is_terminal())?;
+            match args.common.json {
+                true => println!("{}", serde_json::to_string(&report)?),
+                false => print!("{}", crate::distill::markdown_table(&report)),
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let kind = cli.backend.ensure_compiled()?;
     let progress = std::io::stderr().is_terminal();
@@ -320,6 +369,7 @@ pub fn run() -> Result<()> {
                 cli.shared_expert_gate,
                 cli.expert_choice,
                 cli.noisy_gating,
+                cli.dense,
                 cli.fine_grained.is_some(),
                 cli.eval_every.is_some(),
                 cli.checkpoint_every.is_some(),
@@ -333,39 +383,29 @@ pub fn run() -> Result<()> {
         }
         None => {
             let (config, name) = cli.config()?;
-            let spec = DataSpec { paths: cli.data.clone(), tokenizer: cli.tokenizer.clone() };
+            let spec = DataSpec { paths: cli.data.clone(), tokenizer: cli.tokenizer.clone(), tasks: Vec::new() };
             let out = cli.out.clone().unwrap_or_else(|| default_run_dir(&name));
             new_run(config, spec, &out, progress)?
         }
     };
     describe(&setup);
-    let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })??;
+    let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })?
+        .with_context(|| format!("run {}", setup.run_dir.display()))?;
     report(&summary, cli.json)
-}
-
-/// Training on the backend the user picked (under `Autodiff`).
-struct TrainTask<'a> {
-    setup: &'a RunSetup,
-}
-
-impl BackendTask for TrainTask<'_> {
-    type Output = Result<RunSummary>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
-        train::<Autodiff<B>>(self.setup, &device).with_context(|| format!("run {}", self.setup.run_dir.display()))
-    }
 }
 
 fn describe(setup: &RunSetup) {
     let c = &setup.config;
     let m = &c.model;
+    let ffn = match m.dense {
+        true => format!("dense FFN {} wide", m.d_ff),
+        false => format!("{} experts (top-{})", m.n_experts, m.top_k),
+    };
     log::info!(
-        "run {}: {} layers, d_model {}, {} experts (top-{}), vocab {}; {:.2}M parameters, {:.2}M active per token",
+        "run {}: {} layers, d_model {}, {ffn}, vocab {}; {:.2}M parameters, {:.2}M active per token",
         setup.run_dir.display(),
         m.n_layers,
         m.d_model,
-        m.n_experts,
-        m.top_k,
         m.vocab_size,
         m.num_params() as f64 / 1e6,
         m.num_active_params() as f64 / 1e6

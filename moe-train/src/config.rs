@@ -2,7 +2,7 @@
 //!
 //! Saved as `config.json` next to the run, so a run can be resumed and reproduced from its folder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use moe_core::config::MixtralConfig;
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,27 @@ pub struct TrainingSettings {
     pub tokenizer_vocab_size: usize,
     /// Seeds the model init, the synthetic corpus, the split and the data order.
     pub seed: u64,
+    /// Start from the weights of this Hub-layout model folder instead of a random init
+    /// (fine-tuning, or training on from `moe-train upcycle`): its `config.json` is the model,
+    /// and its `tokenizer.json` the run's tokenizer unless the data spec names one.
+    pub init_from: Option<PathBuf>,
+    /// Knowledge distillation from a teacher model (`moe-train distill`); `None` = plain
+    /// language-model training.
+    pub distill: Option<DistillSettings>,
+}
+
+/// Knowledge distillation settings: the objective becomes `(1 - alpha) · lm_loss + alpha ·
+/// T² · KL(teacher ‖ student)` at temperature `T` (plus the balancing losses of a MoE student).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSettings {
+    /// The teacher: a Hub-layout model folder with the student's tokenizer (`tokenizer.json`).
+    pub teacher: PathBuf,
+    /// Softmax temperature of both distributions (Hinton et al.: 1 to 20; higher shows more of
+    /// the teacher's ranking of unlikely tokens).
+    pub temperature: f64,
+    /// Weight of the distillation term; `1 - alpha` weighs the cross-entropy with the data.
+    pub alpha: f64,
 }
 
 impl Default for TrainingSettings {
@@ -107,6 +128,8 @@ impl Default for TrainingSettings {
             synthetic_documents: 40_000,
             tokenizer_vocab_size: 384,
             seed: 42,
+            init_from: None,
+            distill: None,
         }
     }
 }
@@ -171,6 +194,18 @@ impl TrainConfig {
             ..TrainingSettings::default()
         };
         Self { model, train }
+    }
+
+    /// This config trained for `steps` steps, its schedule shortened to match: the learning
+    /// rate decays over them, and evaluation, checkpoints and warm-up fit inside.
+    pub fn with_steps(mut self, steps: usize) -> Self {
+        let t = &mut self.train;
+        t.steps = steps;
+        t.lr_decay_steps = steps;
+        t.eval_every = t.eval_every.min(steps);
+        t.checkpoint_every = t.checkpoint_every.min(steps);
+        t.warmup_steps = t.warmup_steps.min(steps / 2);
+        self
     }
 
     /// Reads a JSON config (`{"model": {...}, "train": {...}}`) and validates it.
@@ -252,6 +287,14 @@ impl TrainConfig {
         }
         if !(t.val_fraction > 0.0 && t.val_fraction < 1.0) {
             return bad("train.val_fraction", format!("must be in (0, 1), got {}", t.val_fraction));
+        }
+        if let Some(d) = &t.distill {
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return bad("train.distill.temperature", format!("must be > 0, got {}", d.temperature));
+            }
+            if !(0.0..=1.0).contains(&d.alpha) {
+                return bad("train.distill.alpha", format!("must be in [0, 1], got {}", d.alpha));
+            }
         }
         if t.tokenizer_vocab_size < 260 {
             return bad(

@@ -16,12 +16,15 @@
 
 #![warn(missing_docs)]
 
+pub mod btx;
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod error;
+pub mod experiment;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
@@ -29,6 +32,7 @@ pub mod plots;
 pub mod samples;
 pub mod setup;
 pub mod trainer;
+pub mod upcycle;
 
 pub use config::{TrainConfig, TrainingSettings};
 pub use error::{Result, TrainError};

@@ -46,6 +46,9 @@ pub struct TrainRecord {
     pub aux_loss: f32,
     /// Router z-loss (unscaled).
     pub z_loss: f32,
+    /// Distillation loss (unscaled), when a teacher trains the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill_loss: Option<f32>,
     /// Fraction of expert assignments dropped for capacity (`routing.capacity_factor`).
     #[serde(default)]
     pub dropped_fraction: f32,

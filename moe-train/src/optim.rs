@@ -236,12 +236,12 @@ mod tests {
         let loss = model.embed_tokens.weight.val().sum();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let before: Vec<f32> =
-            model.layers[0].block_sparse_moe.experts.ffns[1].down.weight.val().into_data().to_vec().unwrap();
+            model.layers[0].moe().unwrap().experts.ffns[1].down.weight.val().into_data().to_vec().unwrap();
         let t = TrainingSettings { lr: 0.5, weight_decay: 0.1, ..Default::default() };
         let mut optim = MoeOptimizer::new(&t, &model);
         let model = optim.step(t.lr, model, grads);
         let after: Vec<f32> =
-            model.layers[0].block_sparse_moe.experts.ffns[1].down.weight.val().into_data().to_vec().unwrap();
+            model.layers[0].moe().unwrap().experts.ffns[1].down.weight.val().into_data().to_vec().unwrap();
         // AdamW with a zero gradient: only the decay, w * (1 - lr * wd), as torch does.
         for (a, b) in after.iter().zip(&before) {
             assert!((a - b * (1.0 - 0.05)).abs() <= 1e-6, "{a} vs {b}");

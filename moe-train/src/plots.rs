@@ -36,7 +36,8 @@ pub fn draw_all(dir: &Path, records: &[LogRecord], tasks: &[&str]) -> Result<Vec
         loss_curves(&path, &train, &evals).map_err(|e| plot_error(&path, e))?;
         written.push(path);
     }
-    if evals.len() >= 2 {
+    // A dense model has no experts to plot.
+    if evals.len() >= 2 && evals.iter().all(|e| !e.expert_load.is_empty()) {
         let path = dir.join("expert_load.png");
         expert_load(&path, &evals).map_err(|e| plot_error(&path, e))?;
         written.push(path);

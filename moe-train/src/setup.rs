@@ -21,6 +21,10 @@ pub struct DataSpec {
     pub paths: Vec<PathBuf>,
     /// A `tokenizer.json` to use; `None` = train a BPE on the data.
     pub tokenizer: Option<PathBuf>,
+    /// Built-in corpus only: keep the documents of these tasks (names of
+    /// [`synthetic::TASKS`]); empty = all of them. A Branch-Train-MiX branch trains on one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
 }
 
 /// Prepares a new run in `run_dir` (which must not hold a run already).
@@ -39,10 +43,19 @@ pub fn new_run(mut config: TrainConfig, mut spec: DataSpec, run_dir: &Path, prog
     }
     let t = &config.train;
     let (docs, tasks) = documents(&spec, t.synthetic_documents, t.seed)?;
-    let tokenizer = match &spec.tokenizer {
-        Some(path) => data::load_tokenizer(path)?,
-        None => data::train_tokenizer(&docs, t.tokenizer_vocab_size)?,
+    // The model's (or the teacher's) own tokenizer: its embedding rows are those tokens.
+    let given = t.init_from.as_ref().or(t.distill.as_ref().map(|d| &d.teacher)).map(|dir| dir.join("tokenizer.json"));
+    let tokenizer = match (&spec.tokenizer, given) {
+        (Some(path), _) => data::load_tokenizer(path)?,
+        (None, Some(path)) => data::load_tokenizer(&path)?,
+        (None, None) => data::train_tokenizer(&docs, t.tokenizer_vocab_size)?,
     };
+    if t.init_from.is_some() && tokenizer.vocab_size() != config.model.vocab_size {
+        return Err(TrainError::setting(
+            "--tokenizer",
+            format!("has {} tokens but the model of --init {}", tokenizer.vocab_size(), config.model.vocab_size),
+        ));
+    }
     config.model.vocab_size = tokenizer.vocab_size();
     config.model.bos_token_id = tokenizer.bos_id();
     config.model.eos_token_ids = tokenizer.eos_id().into_iter().collect();
@@ -95,11 +108,32 @@ pub fn resume_run(dir: &Path, steps: Option<usize>, progress: bool) -> Result<Ru
 }
 
 fn documents(spec: &DataSpec, synthetic_docs: usize, seed: u64) -> Result<(Vec<data::Document>, Vec<&'static str>)> {
-    if spec.paths.is_empty() {
-        Ok((synthetic::corpus(synthetic_docs, seed), synthetic::TASKS.to_vec()))
-    } else {
-        Ok((data::load_documents(&spec.paths)?, Vec::new()))
+    if !spec.paths.is_empty() {
+        if !spec.tasks.is_empty() {
+            return Err(TrainError::setting(
+                "tasks",
+                "selects tasks of the built-in corpus; user data has none".to_string(),
+            ));
+        }
+        return Ok((data::load_documents(&spec.paths)?, Vec::new()));
     }
+    let mut keep = Vec::new();
+    for name in &spec.tasks {
+        match synthetic::TASKS.iter().position(|t| t == name) {
+            Some(id) => keep.push(id),
+            None => {
+                return Err(TrainError::setting(
+                    "tasks",
+                    format!("{name:?} is not a built-in task; they are {}", synthetic::TASKS.join(", ")),
+                ))
+            }
+        }
+    }
+    let mut docs = synthetic::corpus(synthetic_docs, seed);
+    if !keep.is_empty() {
+        docs.retain(|d| d.task.is_some_and(|t| keep.contains(&t)));
+    }
+    Ok((docs, synthetic::TASKS.to_vec()))
 }
 
 /// `runs/<preset>-<n>` for the first `n` not taken yet.

@@ -19,7 +19,7 @@ use crate::config::TrainConfig;
 use crate::data::packing::{BatchOrder, PackedData, Split};
 use crate::error::{Result, TrainError};
 use crate::metrics::{read_log, EvalRecord, LogRecord, RouterStats, RunLog, TrainRecord};
-use crate::objective::objective;
+use crate::objective::{objective, Teacher};
 use crate::optim::{clip_global_norm, learning_rate, MoeOptimizer};
 use crate::samples::{sample_tasks, Sample};
 
@@ -71,6 +71,21 @@ pub struct RunSummary {
     pub plots: Vec<PathBuf>,
 }
 
+/// [`train`] on the backend a [`run_on`](moe_core::backend::run_on) caller picks, under
+/// `Autodiff`.
+pub struct TrainTask<'a> {
+    /// The run to train.
+    pub setup: &'a RunSetup,
+}
+
+impl moe_core::backend::BackendTask for TrainTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
+        train::<burn::backend::Autodiff<B>>(self.setup, &device)
+    }
+}
+
 /// Trains, evaluates, checkpoints, exports and plots; see the crate docs for the folder layout.
 pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result<RunSummary> {
     let RunSetup { config, run_dir, tokenizer, data, tasks, resume_from, progress } = setup;
@@ -80,13 +95,46 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
     std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
 
     B::seed(device, t.seed);
-    let fresh = config.model.init::<B>(device);
+    let fresh = match &t.init_from {
+        Some(dir) => {
+            let mut model = moe_core::io::load_hub_checkpoint::<B>(dir, device)?;
+            // Token ids, context length and loss weight are the run's; the shape must agree.
+            if model.config().shape_differs(&config.model) {
+                return Err(TrainError::setting(
+                    "train.init_from",
+                    format!("{} holds another model than the run's config describes", dir.display()),
+                ));
+            }
+            model.config = config.model.clone();
+            model
+        }
+        None => config.model.init::<B>(device),
+    };
     let (mut model, mut optim, mut state) = match resume_from {
         Some(dir) => checkpoint::load(dir, fresh, t, device)?,
         None => {
             let optim = MoeOptimizer::new(t, &fresh);
             (fresh, optim, TrainState { step: 0, batches_seen: 0, tokens_seen: 0, train_secs: 0.0 })
         }
+    };
+    // The teacher runs without autodiff: no graph, no gradient, and no KV cache either.
+    let teacher = match &t.distill {
+        Some(d) => {
+            let teacher = moe_core::io::load_hub_checkpoint::<B::InnerBackend>(&d.teacher, device)?;
+            if teacher.config().vocab_size != config.model.vocab_size {
+                return Err(TrainError::setting(
+                    "train.distill.teacher",
+                    format!(
+                        "{} has a vocabulary of {} tokens, the student {}: they must share the tokenizer",
+                        d.teacher.display(),
+                        teacher.config().vocab_size,
+                        config.model.vocab_size
+                    ),
+                ));
+            }
+            Some(teacher)
+        }
+        None => None,
     };
     let log_path = run_dir.join("metrics.jsonl");
     let mut log = RunLog::open(&log_path, resume_from.as_ref().map(|_| state.step))?;
@@ -106,25 +154,27 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
         let step = state.step + 1;
         let lr = learning_rate(state.step, t);
         let mut accumulator = GradientsAccumulator::<Mixtral<B>>::new();
-        let mut sums = [0f32; 4];
+        let mut sums = [0f32; 5];
         let mut dropped = 0f32;
         let mut loads: Vec<Vec<usize>> = Vec::new();
         for _ in 0..t.grad_accum_steps {
             let (ids, _) = data.train.gather(&order.batch(state.batches_seen));
             state.batches_seen += 1;
             let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), device);
-            let parts = objective(&model, input, aux_coef, t.z_loss_coef);
+            let taught = teacher.as_ref().zip(t.distill.as_ref()).map(|(teacher, d)| Teacher {
+                logits: Tensor::from_inner(teacher.forward(input.clone().inner()).logits),
+                temperature: d.temperature,
+                alpha: d.alpha,
+            });
+            let parts = objective(&model, input, aux_coef, t.z_loss_coef, taught);
             dropped += parts.dropped_fraction / t.grad_accum_steps as f32;
             loads.resize_with(parts.expert_counts.len(), Vec::new);
             for (sum, counts) in loads.iter_mut().zip(&parts.expert_counts) {
                 sum.resize(counts.len(), 0);
                 sum.iter_mut().zip(counts).for_each(|(s, c)| *s += c);
             }
-            let values = Tensor::cat(vec![parts.total.clone(), parts.lm_loss, parts.aux_loss, parts.z_loss], 0)
-                .detach()
-                .into_data()
-                .to_vec::<f32>()
-                .expect("f32 losses");
+            let losses = vec![parts.total.clone(), parts.lm_loss, parts.aux_loss, parts.z_loss, parts.distill_loss];
+            let values = Tensor::cat(losses, 0).detach().into_data().to_vec::<f32>().expect("f32 losses");
             if !values[0].is_finite() {
                 return Err(non_finite(step, "loss", values[0], run_dir));
             }
@@ -153,6 +203,7 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
             lm_loss: sums[1],
             aux_loss: sums[2],
             z_loss: sums[3],
+            distill_loss: t.distill.is_some().then_some(sums[4]),
             dropped_fraction: dropped,
             grad_norm,
             lr,
@@ -212,13 +263,19 @@ fn report_eval(eval: &EvalRecord, train_loss: Option<f32>) {
         .specialisation
         .as_ref()
         .map_or(String::new(), |s| format!(" | task/expert NMI {:.2}", s.iter().sum::<f64>() / s.len().max(1) as f64));
-    let max_load = eval.expert_load.iter().flatten().copied().fold(0.0, f64::max);
+    // A dense model has no experts to report.
+    let busiest = match eval.expert_load.is_empty() {
+        true => String::new(),
+        false => {
+            let max_load = eval.expert_load.iter().flatten().copied().fold(0.0, f64::max);
+            format!(" | busiest expert {:.0}% of choices", 100.0 * max_load)
+        }
+    };
     log::info!(
-        "step {:>5}: {train}val loss {:.3} (ppl {:.2}) | busiest expert {:.0}% of choices{nmi}",
+        "step {:>5}: {train}val loss {:.3} (ppl {:.2}){busiest}{nmi}",
         eval.step,
         eval.val_loss,
-        eval.perplexity,
-        100.0 * max_load
+        eval.perplexity
     );
 }
 
@@ -235,7 +292,8 @@ pub fn evaluate<B: Backend>(
     let device = model.devices()[0].clone();
     let b = batch_size.min(split.len()).max(1);
     let batches = (split.len() / b).clamp(1, max_batches);
-    let mut stats = RouterStats::new(c.n_layers, c.n_experts, n_tasks);
+    let moe_layers = if c.dense { 0 } else { c.n_layers };
+    let mut stats = RouterStats::new(moe_layers, c.n_experts, n_tasks);
     let mut loss_sum = 0.0;
     for i in 0..batches {
         let indices: Vec<usize> = (i * b..(i + 1) * b).collect();

@@ -167,6 +167,124 @@ fn routing_flags_reach_the_saved_model() {
     assert!(weights.read_f32("model.layers.0.block_sparse_moe.shared_experts.w2.weight").unwrap().is_some());
 }
 
+fn model_dir(summary: &serde_json::Value, cwd: &Path) -> std::path::PathBuf {
+    let dir = Path::new(summary["model_dir"].as_str().unwrap());
+    if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        cwd.join(dir)
+    }
+}
+
+/// From dense to sparse as a user goes: train a dense model (`--dense`), upcycle it into 4
+/// experts (`moe-train upcycle`), and train the MoE on from it (`--init`). The upcycled model
+/// starts exactly where the dense one stopped: the same validation loss on the same split.
+#[test]
+fn a_dense_run_upcycles_and_trains_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1", "--json"];
+    let out = moe_train(&[&["--out", "dense", "--dense"][..], &quick[..]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dense: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dense_dir = model_dir(&dense, dir.path());
+    let hub: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dense_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(hub["architectures"][0], "MistralForCausalLM", "{hub}");
+    // The preset's 2 experts of 128 make one FFN 256 wide: the same compute per token.
+    assert_eq!(hub["intermediate_size"], 256, "{hub}");
+
+    let from = dense_dir.to_str().unwrap();
+    let up = moe_train(&["upcycle", "--from", from, "--experts", "4", "--top-k", "2", "--out", "up"], dir.path());
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(stderr(&up).contains("moe-train --init"), "{}", stderr(&up));
+    let hub: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("up/config.json")).unwrap()).unwrap();
+    assert_eq!((hub["model_type"].as_str(), hub["num_local_experts"].as_u64()), (Some("mixtral"), Some(4)), "{hub}");
+    assert!(dir.path().join("up/tokenizer.json").is_file());
+
+    let out = moe_train(&[&["--out", "moe", "--init", "up"][..], &quick[..]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let moe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (before, start) = (dense["final_val_loss"].as_f64().unwrap(), moe["initial_val_loss"].as_f64().unwrap());
+    assert!((before - start).abs() < 1e-4, "the upcycled model starts at {start}, the dense one ended at {before}");
+    assert!(moe["final_train_loss"].as_f64().unwrap().is_finite());
+
+    let cases: &[(&[&str], &str)] = &[
+        (&["upcycle", "--from", "up", "--experts", "8", "--out", "again"], "must be dense"),
+        (&["upcycle", "--from", from, "--experts", "4", "--top-k", "5", "--out", "bad"], "num_experts_per_tok"),
+        (&["upcycle", "--from", from, "--experts", "4", "--out", "up"], "exists already"),
+        (&["--init", "up", "--dense", "--out", "x"], "--dense"),
+        (&["--init", "nowhere", "--out", "y"], "nowhere"),
+        (&["--dense", "--shared-experts", "1", "--out", "z"], "no router"),
+    ];
+    for (args, needle) in cases {
+        let out = moe_train(args, dir.path());
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// Distillation as a user runs it: a MoE teacher, then `moe-train distill` trains its dense
+/// counterpart on the teacher's distributions and reports both (table, JSON, distill.json);
+/// the student's log carries the distillation loss.
+#[test]
+fn distill_trains_a_student_and_reports_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1", "--json"];
+    let out = moe_train(&[&["--out", "teacher"][..], &quick[..]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let teacher = model_dir(&serde_json::from_slice(&out.stdout).unwrap(), dir.path());
+    let teacher = teacher.to_str().unwrap();
+    let args = ["distill", "--teacher", teacher, "--steps", "2", "--temperature", "3", "--out", "student", "--json"];
+    let out = moe_train(&args, dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["temperature"], 3.0);
+    let (t, s) = (&report["teacher"], &report["student"]);
+    assert!(t["params"].as_u64().unwrap() > s["params"].as_u64().unwrap(), "{report}");
+    // The dense student computes as much per token as the teacher's top-2 experts: the
+    // teacher's routers (2 layers of 8 x 64) are the only difference.
+    assert_eq!(t["active_params"].as_u64().unwrap() - s["active_params"].as_u64().unwrap(), 2 * 8 * 64, "{report}");
+    for m in [t, s] {
+        assert!(m["val_loss"].as_f64().unwrap().is_finite() && m["decode_tokens_per_sec"].as_f64().unwrap() > 0.0);
+    }
+    assert!(dir.path().join("student/distill.json").is_file());
+    let metrics = std::fs::read_to_string(dir.path().join("student/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"distill_loss\""), "{metrics}");
+
+    let bad = moe_train(&["distill", "--teacher", teacher, "--alpha", "2", "--out", "x"], dir.path());
+    assert!(!bad.status.success() && stderr(&bad).contains("train.distill.alpha"), "{}", stderr(&bad));
+    let bad = moe_train(&["distill", "--teacher", "nowhere", "--out", "y"], dir.path());
+    assert!(!bad.status.success() && stderr(&bad).contains("nowhere"), "{}", stderr(&bad));
+}
+
+/// Branch-Train-MiX end to end on two user-data slices: seed, one branch per `--data` path,
+/// the merge (2 experts) and the mixing run, each reported.
+#[test]
+fn btx_runs_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |word: &str| {
+        (0..120).map(|i| format!("the {word} number {i} walks to the {word} park.\n\n")).collect::<String>()
+    };
+    std::fs::write(dir.path().join("cats.txt"), text("cat")).unwrap();
+    std::fs::write(dir.path().join("dogs.txt"), text("dog")).unwrap();
+    let args = ["btx", "--data", "cats.txt", "--data", "dogs.txt", "--seed-steps", "1", "--branch-steps", "1"];
+    let out = moe_train(&[&args[..], &["--mix-steps", "2", "--out", "btx", "--json"][..]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stages: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = stages.as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["seed", "branch cats.txt", "branch dogs.txt", "merged (before mixing)", "mix"]);
+    for s in stages.as_array().unwrap() {
+        assert!(s["val_loss"].as_f64().unwrap().is_finite(), "{s}");
+    }
+    let hub: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("btx/merged/config.json")).unwrap()).unwrap();
+    assert_eq!(hub["num_local_experts"], 2, "{hub}");
+    assert!(dir.path().join("btx/btx.md").is_file());
+    let one = moe_train(&["btx", "--data", "cats.txt", "--out", "x"], dir.path());
+    assert!(!one.status.success() && stderr(&one).contains("at least two slices"), "{}", stderr(&one));
+}
+
 /// `moe-train compare` trains each scheme asked for on the same data and writes one table, its
 /// JSON and one plot; an unknown scheme is refused by name before anything trains.
 #[test]

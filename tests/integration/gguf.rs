@@ -144,7 +144,7 @@ fn quantized_weights_stay_quantized_on_flex() {
         println!("{name}: flex vs ndarray {diff}, llama.cpp vs ndarray {llama_diff}");
         assert!(diff <= 2.0 * llama_diff, "{name}: flex (blocks) and ndarray (dequantized) differ by {diff}");
         let attn = &on_flex.layers[0].self_attn;
-        let ffn = &on_flex.layers[0].block_sparse_moe.experts.ffns[0];
+        let ffn = &on_flex.layers[0].moe().unwrap().experts.ffns[0];
         for p in [&attn.q_proj, &attn.k_proj, &attn.o_proj, &ffn.gate_up, &ffn.down] {
             assert!(p.blocks().is_some(), "{name}: a projection lost its blocks");
         }
@@ -264,7 +264,7 @@ fn quantizing_on_load_equals_quantizing_to_a_file() {
         let on_load = load_hub_weights::<Cpu>(&config, &weights, &device).unwrap();
         let attn = &on_load.layers[0].self_attn.q_proj;
         assert_eq!(attn.blocks().is_some(), !experts_only, "{ty}: attention in blocks");
-        assert!(on_load.layers[0].block_sparse_moe.experts.ffns[0].gate_up.blocks().is_some(), "{ty}: experts");
+        assert!(on_load.layers[0].moe().unwrap().experts.ffns[0].gate_up.blocks().is_some(), "{ty}: experts");
         let file_path = dir.path().join("q.gguf");
         save_gguf(&model, &file_path, &options).unwrap();
         let mut from_file = load_gguf::<Cpu>(&file_path, &device).unwrap();

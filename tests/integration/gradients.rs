@@ -16,8 +16,12 @@ pub fn hf_loss<B: burn::tensor::backend::Backend>(
 ) -> Tensor<B, 1> {
     let out = model.forward(input_ids.clone());
     let config = model.config();
+    let lm = causal_lm_loss(out.logits, input_ids);
+    if out.router_logits.is_empty() {
+        return lm; // A dense model: no router to balance.
+    }
     let aux = load_balancing_loss(&out.router_logits, config.top_k, None);
-    causal_lm_loss(out.logits, input_ids) + aux.mul_scalar(config.router_aux_loss_coef)
+    lm + aux.mul_scalar(config.router_aux_loss_coef)
 }
 
 /// The gradient of a checkpoint tensor, in the checkpoint's layout (through the same key table

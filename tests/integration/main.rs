@@ -4,6 +4,7 @@
 mod common;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod dense;
 mod equivalence;
 mod examples;
 mod gguf;

@@ -242,9 +242,9 @@ fn noisy_gating_survives_export() {
     let device = Default::default();
     let config = MixtralConfig { routing: noisy(), ..MixtralConfig::tiny() };
     let mut model = config.init::<Cpu>(&device);
-    let [d, e] = model.layers[1].block_sparse_moe.router.noise.as_ref().unwrap().weight.dims();
+    let [d, e] = model.layers[1].moe().unwrap().router.noise.as_ref().unwrap().weight.dims();
     let values = fixed(d * e, 0.5, 0.7);
-    model.layers[1].block_sparse_moe.router.noise.as_mut().unwrap().weight =
+    model.layers[1].moe_mut().unwrap().router.noise.as_mut().unwrap().weight =
         Param::from_tensor(Tensor::from_data(TensorData::new(values.clone(), [d, e]), &device));
     let dir = tempfile::tempdir().unwrap();
     save_hub_checkpoint(&model, dir.path(), WeightDtype::F32).unwrap();
@@ -253,7 +253,7 @@ fn noisy_gating_survives_export() {
     assert_eq!(hf["noisy_gating"], true);
     let again = load_hub_checkpoint::<Cpu>(dir.path(), &device).unwrap();
     assert_eq!(again.config().routing, config.routing);
-    assert_eq!(host(again.layers[1].block_sparse_moe.router.noise.as_ref().unwrap().weight.val()), values);
+    assert_eq!(host(again.layers[1].moe().unwrap().router.noise.as_ref().unwrap().weight.val()), values);
 
     let options = moe_core::gguf::GgufExport::new(moe_core::gguf::GgmlType::F32);
     let path = dir.path().join("m.gguf");

@@ -410,7 +410,7 @@ fn expert_bias_moves_towards_the_mean_load_and_is_not_differentiated() {
     }
     let grads = out.logits.sum().backward();
     let bias = |model: &moe_core::model::Mixtral<CpuAutodiff>, l: usize| {
-        model.layers[l].block_sparse_moe.router.bias.as_ref().expect("a bias").val()
+        model.layers[l].moe().unwrap().router.bias.as_ref().expect("a bias").val()
     };
     assert!(bias(&model, 0).grad(&grads).is_none(), "the bias got a gradient");
     model.update_expert_biases(&out.expert_counts);

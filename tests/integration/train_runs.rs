@@ -114,7 +114,7 @@ fn bad_settings_and_data_are_named() {
     let err = new_run(c, DataSpec::default(), dir.path(), false).unwrap_err().to_string();
     assert!(err.contains("train.seq_len"), "{err}");
 
-    let spec = DataSpec { paths: vec![dir.path().join("nope.txt")], tokenizer: None };
+    let spec = DataSpec { paths: vec![dir.path().join("nope.txt")], ..DataSpec::default() };
     let err = new_run(config(5), spec, dir.path(), false).unwrap_err().to_string();
     assert!(err.contains("nope.txt"), "{err}");
 

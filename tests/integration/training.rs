@@ -21,7 +21,7 @@ fn train_steps(name: &str, settings: &TrainingSettings, steps: usize) -> (Vec<f3
     let aux_coef = model.config().router_aux_loss_coef;
     let (mut losses, mut norms) = (Vec::new(), Vec::new());
     for _ in 0..steps {
-        let loss = objective(&model, input_ids.clone(), aux_coef, 0.0).total;
+        let loss = objective(&model, input_ids.clone(), aux_coef, 0.0, None).total;
         losses.push(loss.clone().into_scalar());
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let norm = clip_global_norm::<CpuAutodiff, _>(&model, &mut grads, settings.grad_clip);

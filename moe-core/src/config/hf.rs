@@ -45,7 +45,7 @@ fn default_rope_type() -> String {
 /// transformers' `MixtralConfig.__init__`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HfMixtralConfig {
-    /// `"mixtral"` (other values are accepted when the fields fit).
+    /// `"mixtral"`, or `"mistral"` / `"llama"` for a dense model.
     #[serde(default)]
     pub model_type: Option<String>,
     /// Vocabulary size `V`.
@@ -162,7 +162,16 @@ pub struct HfMixtralConfig {
     /// written only when true, with the `gate_noise` weights beside the gate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noisy_gating: Option<bool>,
-    /// Model classes the checkpoint is for (`MixtralForCausalLM`).
+    /// Llama's RoPE scaling (`null` is the only value supported; written only when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Llama's biases on the attention projections (`false` is the only value supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_bias: Option<bool>,
+    /// Llama's biases on the MLP projections (`false` is the only value supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_bias: Option<bool>,
+    /// Model classes the checkpoint is for (`MixtralForCausalLM`, `MistralForCausalLM`).
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
     /// transformers 4 name of the checkpoint dtype.
@@ -223,16 +232,36 @@ impl HfMixtralConfig {
         Self::from_json_str(&text, path)
     }
 
+    /// Whether the checkpoint is a dense model (`MistralForCausalLM`, `LlamaForCausalLM`): by
+    /// `model_type`, or by `architectures` when the type is missing.
+    pub fn is_dense(&self) -> bool {
+        match self.model_type.as_deref() {
+            Some(t) => t == "mistral" || t == "llama",
+            None => self.architectures.iter().flatten().any(|a| a == "MistralForCausalLM" || a == "LlamaForCausalLM"),
+        }
+    }
+
     /// The validated native config.
     pub fn to_mixtral(&self) -> Result<MixtralConfig> {
         if let Some(model_type) = &self.model_type {
-            if model_type != "mixtral" && model_type != "mistral" {
+            if !["mixtral", "mistral", "llama"].contains(&model_type.as_str()) {
                 return Err(MoeError::config(
                     "model_type",
-                    format!("is {model_type:?}; only \"mixtral\" (and dense \"mistral\") checkpoints are supported"),
+                    format!(
+                        "is {model_type:?}; \"mixtral\" and the dense \"mistral\" and \"llama\" checkpoints are supported"
+                    ),
                 ));
             }
         }
+        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(MoeError::config("rope_scaling", "is set; only unscaled RoPE is supported"));
+        }
+        for (field, bias) in [("attention_bias", self.attention_bias), ("mlp_bias", self.mlp_bias)] {
+            if bias == Some(true) {
+                return Err(MoeError::config(field, "is true; projections without biases are supported"));
+            }
+        }
+        let dense = self.is_dense();
         if self.hidden_act != "silu" {
             return Err(MoeError::config(
                 "hidden_act",
@@ -276,8 +305,8 @@ impl HfMixtralConfig {
             n_heads,
             n_kv_heads: self.num_key_value_heads.unwrap_or(n_heads),
             head_dim,
-            n_experts: self.num_local_experts,
-            top_k: self.num_experts_per_tok,
+            n_experts: if dense { 1 } else { self.num_local_experts },
+            top_k: if dense { 1 } else { self.num_experts_per_tok },
             max_seq_len: self.max_position_embeddings,
             rope_theta,
             rms_norm_eps: self.rms_norm_eps,
@@ -287,7 +316,8 @@ impl HfMixtralConfig {
             bos_token_id: self.bos_token_id,
             eos_token_ids: self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default(),
             pad_token_id: self.pad_token_id,
-            routing: self.routing()?,
+            routing: if dense { RoutingConfig::default() } else { self.routing()? },
+            dense,
         };
         config.validate()?;
         Ok(config)
@@ -344,7 +374,7 @@ impl HfMixtralConfig {
     pub fn from_mixtral(config: &MixtralConfig, dtype: &str) -> Self {
         let r = &config.routing;
         Self {
-            model_type: Some("mixtral".into()),
+            model_type: Some(if config.dense { "mistral" } else { "mixtral" }.into()),
             vocab_size: config.vocab_size,
             hidden_size: config.d_model,
             intermediate_size: config.d_ff,
@@ -390,7 +420,10 @@ impl HfMixtralConfig {
             shared_expert_gate: r.shared_expert_gate.then_some(true),
             expert_choice: r.expert_choice.then_some(true),
             noisy_gating: r.noisy_gating.then_some(true),
-            architectures: Some(vec!["MixtralForCausalLM".into()]),
+            rope_scaling: None,
+            attention_bias: None,
+            mlp_bias: None,
+            architectures: Some(vec![if config.dense { "MistralForCausalLM" } else { "MixtralForCausalLM" }.into()]),
             torch_dtype: Some(dtype.into()),
             dtype: Some(dtype.into()),
         }

@@ -54,6 +54,12 @@ pub struct MixtralConfig {
     /// How tokens are routed to experts (Mixtral's softmax top-k unless a config says otherwise).
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// A dense model (Mistral, Llama): every layer's feed-forward block is one SwiGLU `mlp` of
+    /// width `d_ff` instead of the sparse MoE block. `n_experts` and `top_k` are then 1 and the
+    /// routing Mixtral's (the fields describe the single always-on FFN). Hub checkpoints of
+    /// `MistralForCausalLM` / `LlamaForCausalLM` load as dense models.
+    #[serde(default)]
+    pub dense: bool,
 }
 
 impl MixtralConfig {
@@ -80,7 +86,29 @@ impl MixtralConfig {
             eos_token_ids: vec![2],
             pad_token_id: None,
             routing: RoutingConfig::default(),
+            dense: false,
         }
+    }
+
+    /// The dense model (see [`Self::dense`]) with this one's attention, embeddings, norms and
+    /// vocabulary, and one FFN `d_ff` wide in every layer. `top_k * self.d_ff` matches the
+    /// MoE's active FFN parameters per token (equal compute); `n_experts * self.d_ff` its total.
+    pub fn to_dense(&self, d_ff: usize) -> Self {
+        Self { d_ff, n_experts: 1, top_k: 1, routing: RoutingConfig::default(), dense: true, ..self.clone() }
+    }
+
+    /// Whether a model of config `other` has other parameters (names or shapes) than one of
+    /// this config: token ids, context length and training weights aside.
+    pub fn shape_differs(&self, other: &Self) -> bool {
+        let shape = |c: &Self| Self {
+            bos_token_id: None,
+            eos_token_ids: Vec::new(),
+            pad_token_id: None,
+            max_seq_len: 1,
+            router_aux_loss_coef: 0.0,
+            ..c.clone()
+        };
+        shape(self) != shape(other)
     }
 
     /// `mistralai/Mixtral-8x7B-v0.1`.
@@ -105,6 +133,7 @@ impl MixtralConfig {
             eos_token_ids: vec![2],
             pad_token_id: None,
             routing: RoutingConfig::default(),
+            dense: false,
         }
     }
 
@@ -170,6 +199,18 @@ impl MixtralConfig {
             ));
         }
         self.routing.validate(self.n_experts, self.top_k)?;
+        if self.dense && (self.n_experts, self.top_k) != (1, 1) {
+            return Err(MoeError::config(
+                "num_local_experts",
+                format!(
+                    "is {} with {} per token in a dense model; a dense model's one FFN counts as 1 expert, 1 per token",
+                    self.n_experts, self.top_k
+                ),
+            ));
+        }
+        if self.dense && self.routing != RoutingConfig::default() {
+            return Err(MoeError::config("routing", "must be left unset in a dense model: it has no router"));
+        }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(MoeError::config("rope_theta", "must be a positive number"));
         }
@@ -242,7 +283,7 @@ impl MixtralConfig {
         let per_layer = attention
             .checked_add(experts)?
             .checked_add(shared)?
-            .checked_add(mul(e, d)?)?
+            .checked_add(if self.dense { 0 } else { mul(e, d)? })?
             .checked_add(if self.routing.has_expert_bias() { e } else { 0 })?
             .checked_add(if self.routing.noisy_gating { mul(e, d)? } else { 0 })?
             .checked_add(mul(2, d)?)?;
@@ -285,8 +326,12 @@ impl MixtralConfig {
 
     /// All parameters of the model.
     pub fn num_params(&self) -> usize {
+        let router = match (self.dense, self.routing.noisy_gating) {
+            (true, _) => 0,
+            (false, noisy) => (1 + noisy as usize) * self.n_experts * self.d_model, // gate (and noise)
+        };
         let per_layer = self.attention_params()
-            + self.n_experts * self.d_model // gate
+            + router
             + if self.routing.has_expert_bias() { self.n_experts } else { 0 }
             + self.expert_params()
             + 2 * self.d_model; // two norms
@@ -318,6 +363,19 @@ mod tests {
         let c = MixtralConfig::mixtral_8x7b();
         assert_eq!(c.num_params(), 46_702_792_704);
         assert_eq!(c.num_active_params(), 12_879_925_248);
+    }
+
+    #[test]
+    fn the_dense_counterpart_of_8x7b_is_mistral_7b() {
+        // Mistral-7B-v0.1: 7,241,732,096 parameters, the same attention and vocabulary as 8x7B.
+        let c = MixtralConfig::mixtral_8x7b().to_dense(14336);
+        c.validate().unwrap();
+        assert_eq!(c.num_params(), 7_241_732_096);
+        assert_eq!(c.num_active_params(), c.num_params());
+        assert_eq!(c.checked_num_params(), Some(7_241_732_096));
+        let mut moe_shaped = c.clone();
+        moe_shaped.n_experts = 8;
+        assert!(moe_shaped.validate().unwrap_err().to_string().contains("num_local_experts"));
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
     let n_experts = uint("expert_count")?.unwrap_or(0);
     if n_experts == 0 {
         return Err(file.error(format!(
-            "`{}` is missing or 0: a dense model; this crate runs mixture-of-experts models",
+            "`{}` is missing or 0: a dense model; dense models load from Hub checkpoints (MistralForCausalLM), \
+             not yet from GGUF",
             key("expert_count")
         )));
     }
@@ -113,6 +114,7 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
         pad_token_id: id("tokenizer.ggml.padding_token_id")?,
         // llama.cpp's `llama` architecture renormalises the top-k weights and never jitters.
         routing: Default::default(),
+        dense: false,
     };
     config.validate().map_err(|e| file.error(format!("the metadata describes an invalid model: {e}")))?;
     if let Some(rot) = uint("rope.dimension_count")? {

@@ -50,6 +50,12 @@ pub fn gguf_source(param: HubParam, part: usize, merged: bool, n_heads: usize, n
         HubParam::SharedExpertGate(n) => plain(format!("blk.{n}.ffn_gate_inp_shexp.weight")),
         // Training-only weights that no GGUF runtime reads; never written (see `save_gguf`).
         HubParam::RouterNoise(n) => plain(format!("blk.{n}.ffn_gate_inp_noise.weight")),
+        // llama.cpp's dense FFN.
+        HubParam::Mlp(n, p) => plain(match (p, part) {
+            (ExpertProj::GateUp, 0) => format!("blk.{n}.ffn_gate.weight"),
+            (ExpertProj::GateUp, _) => format!("blk.{n}.ffn_up.weight"),
+            (ExpertProj::Down, _) => format!("blk.{n}.ffn_down.weight"),
+        }),
         HubParam::SharedExpert(n, p) => plain(match (p, part) {
             (ExpertProj::GateUp, 0) => format!("blk.{n}.ffn_gate_shexp.weight"),
             (ExpertProj::GateUp, _) => format!("blk.{n}.ffn_up_shexp.weight"),

@@ -18,6 +18,9 @@
 //! | `model.layers.N.block_sparse_moe.gate_noise.weight` `[E, D]` | `RouterNoise(N)` (`routing.noisy_gating`) | Linear |
 //! | `model.layers.N.block_sparse_moe.shared_experts.w1/w3/w2.weight` | `SharedExpert(N, GateUp/Down)` (`routing.n_shared_experts`) | as the experts' |
 //! | `model.layers.N.block_sparse_moe.shared_expert_gate.weight` `[1, D]` | `SharedExpertGate(N)` (`routing.shared_expert_gate`) | Linear |
+//! | `model.layers.N.mlp.gate_proj.weight` `[F, D]` | `Mlp(N, GateUp)` `[D, 2F]` (dense models) | fused Linear, part 0 |
+//! | `model.layers.N.mlp.up_proj.weight` `[F, D]` | `Mlp(N, GateUp)` `[D, 2F]` | fused Linear, part 1 |
+//! | `model.layers.N.mlp.down_proj.weight` `[D, F]` | `Mlp(N, Down)` `[F, D]` | Linear |
 //! | `model.norm.weight` `[D]`                                 | `FinalNorm`                | as is |
 //! | `lm_head.weight` `[V, D]`                                 | `LmHead` (absent when tied) | Linear |
 //!
@@ -31,7 +34,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::config::MixtralConfig;
-use crate::model::Mixtral;
+use crate::model::{FeedForward, Mixtral};
 use crate::nn::Projection;
 
 /// One of the attention projections.
@@ -79,6 +82,8 @@ pub enum HubParam {
     SharedExpert(usize, ExpertProj),
     /// `model.layers.N.block_sparse_moe.shared_expert_gate.weight`
     SharedExpertGate(usize),
+    /// `model.layers.N.mlp.*_proj.weight`: a dense model's FFN.
+    Mlp(usize, ExpertProj),
     /// `model.norm.weight`
     FinalNorm,
     /// `lm_head.weight` (only when the head is not tied to the embedding).
@@ -132,6 +137,10 @@ impl HubParam {
             out.push(Self::InputNorm(n));
             out.extend([Q, K, V, O].map(|p| Self::Attention(n, p)));
             out.push(Self::PostAttentionNorm(n));
+            if config.dense {
+                out.extend([GateUp, Down].map(|p| Self::Mlp(n, p)));
+                continue;
+            }
             out.push(Self::Router(n));
             if config.routing.has_expert_bias() {
                 out.push(Self::RouterBias(n));
@@ -170,8 +179,11 @@ impl HubParam {
             | Self::LmHead
             | Self::Expert(.., ExpertProj::Down)
             | Self::SharedExpert(_, ExpertProj::Down)
+            | Self::Mlp(_, ExpertProj::Down)
             | Self::SharedExpertGate(_) => HubLayout::Linear,
-            Self::Expert(.., ExpertProj::GateUp) | Self::SharedExpert(_, ExpertProj::GateUp) => HubLayout::FusedLinear,
+            Self::Expert(.., ExpertProj::GateUp)
+            | Self::SharedExpert(_, ExpertProj::GateUp)
+            | Self::Mlp(_, ExpertProj::GateUp) => HubLayout::FusedLinear,
         }
     }
 
@@ -199,6 +211,14 @@ impl HubParam {
             Self::RouterNoise(n) => format!("model.layers.{n}.block_sparse_moe.gate_noise.weight"),
             Self::SharedExpert(n, p) => format!("model.layers.{n}.block_sparse_moe.shared_experts.{}.weight", w(p)),
             Self::SharedExpertGate(n) => format!("model.layers.{n}.block_sparse_moe.shared_expert_gate.weight"),
+            Self::Mlp(n, p) => {
+                let proj = match (p, part) {
+                    (ExpertProj::GateUp, 0) => "gate_proj",
+                    (ExpertProj::GateUp, _) => "up_proj",
+                    (ExpertProj::Down, _) => "down_proj",
+                };
+                format!("model.layers.{n}.mlp.{proj}.weight")
+            }
             Self::FinalNorm => "model.norm.weight".into(),
             Self::LmHead => "lm_head.weight".into(),
         }
@@ -224,8 +244,8 @@ impl HubParam {
             Self::Attention(_, AttentionProj::K | AttentionProj::V) => vec![d, kv],
             Self::Attention(_, AttentionProj::O) => vec![q, d],
             Self::Router(_) | Self::RouterNoise(_) => vec![d, e],
-            Self::Expert(.., ExpertProj::GateUp) => vec![d, 2 * f],
-            Self::Expert(.., ExpertProj::Down) => vec![f, d],
+            Self::Expert(.., ExpertProj::GateUp) | Self::Mlp(_, ExpertProj::GateUp) => vec![d, 2 * f],
+            Self::Expert(.., ExpertProj::Down) | Self::Mlp(_, ExpertProj::Down) => vec![f, d],
             Self::RouterBias(_) => vec![e],
             Self::SharedExpert(_, p) => {
                 let s = c.routing.shared_width(f).unwrap_or(0);
@@ -277,6 +297,15 @@ impl HubParam {
                     ["block_sparse_moe", "gate", "e_score_correction_bias"] => Self::RouterBias(n),
                     ["block_sparse_moe", "gate_noise", "weight"] => Self::RouterNoise(n),
                     ["block_sparse_moe", "shared_expert_gate", "weight"] => Self::SharedExpertGate(n),
+                    ["mlp", proj, "weight"] => {
+                        let (proj, part) = match *proj {
+                            "gate_proj" => (GateUp, 0),
+                            "up_proj" => (GateUp, 1),
+                            "down_proj" => (Down, 0),
+                            _ => return None,
+                        };
+                        return Some((Self::Mlp(n, proj), part));
+                    }
                     ["block_sparse_moe", "shared_experts", w, "weight"] => {
                         let (proj, part) = match *w {
                             "w1" => (GateUp, 0),
@@ -320,11 +349,14 @@ macro_rules! select_param {
             | HubParam::RouterNoise(n)
             | HubParam::SharedExpert(n, _)
             | HubParam::SharedExpertGate(n)
+            | HubParam::Mlp(n, _)
             | HubParam::Expert(n, ..) => Some(n),
             _ => None,
         };
         let expert_missing = match $param {
-            HubParam::Expert(n, x, _) => model.layers.get(n).is_some_and(|l| x >= l.block_sparse_moe.experts.ffns.len()),
+            HubParam::Expert(n, x, _) => {
+                model.layers.get(n).is_some_and(|l| l.moe().is_none_or(|moe| x >= moe.experts.ffns.len()))
+            }
             _ => false,
         };
         if layer.is_some_and(|n| n >= model.layers.len()) || expert_missing {
@@ -350,35 +382,52 @@ macro_rules! select_param {
                         AttentionProj::O => $($borrow)+ attn.o_proj.weight,
                     }))
                 }
-                HubParam::Router(n) => Some($wrap::Rank2($($borrow)+ model.layers[n].block_sparse_moe.router.gate.weight)),
-                HubParam::Expert(n, x, p) => {
-                    let ffn = $($borrow)+ model.layers[n].block_sparse_moe.experts.ffns[x];
-                    Some($wrap::Rank2(match p {
+                HubParam::Mlp(n, p) => match $($borrow)+ model.layers[n].feed_forward {
+                    FeedForward::Dense(ffn) => Some($wrap::Rank2(match p {
                         ExpertProj::GateUp => $($borrow)+ ffn.gate_up.weight,
                         ExpertProj::Down => $($borrow)+ ffn.down.weight,
-                    }))
-                }
-                HubParam::RouterBias(n) => match $($borrow)+ model.layers[n].block_sparse_moe.router.bias {
-                    Some(bias) => Some($wrap::Rank1(bias)),
-                    None => None,
-                },
-                HubParam::RouterNoise(n) => match $($borrow)+ model.layers[n].block_sparse_moe.router.noise {
-                    Some(noise) => Some($wrap::Rank2($($borrow)+ noise.weight)),
-                    None => None,
-                },
-                HubParam::SharedExpert(n, p) => match $($borrow)+ model.layers[n].block_sparse_moe.shared {
-                    Some(shared) => Some($wrap::Rank2(match p {
-                        ExpertProj::GateUp => $($borrow)+ shared.ffn.gate_up.weight,
-                        ExpertProj::Down => $($borrow)+ shared.ffn.down.weight,
                     })),
-                    None => None,
+                    FeedForward::Sparse(_) => None,
                 },
-                HubParam::SharedExpertGate(n) => match $($borrow)+ model.layers[n].block_sparse_moe.shared {
-                    Some(shared) => match $($borrow)+ shared.gate {
-                        Some(gate) => Some($wrap::Rank2($($borrow)+ gate.weight)),
-                        None => None,
+                HubParam::Router(n)
+                | HubParam::Expert(n, ..)
+                | HubParam::RouterBias(n)
+                | HubParam::RouterNoise(n)
+                | HubParam::SharedExpert(n, _)
+                | HubParam::SharedExpertGate(n) => match $($borrow)+ model.layers[n].feed_forward {
+                    FeedForward::Dense(_) => None,
+                    FeedForward::Sparse(moe) => match $param {
+                        HubParam::Router(_) => Some($wrap::Rank2($($borrow)+ moe.router.gate.weight)),
+                        HubParam::Expert(_, x, p) => {
+                            let ffn = $($borrow)+ moe.experts.ffns[x];
+                            Some($wrap::Rank2(match p {
+                                ExpertProj::GateUp => $($borrow)+ ffn.gate_up.weight,
+                                ExpertProj::Down => $($borrow)+ ffn.down.weight,
+                            }))
+                        }
+                        HubParam::RouterBias(_) => match $($borrow)+ moe.router.bias {
+                            Some(bias) => Some($wrap::Rank1(bias)),
+                            None => None,
+                        },
+                        HubParam::RouterNoise(_) => match $($borrow)+ moe.router.noise {
+                            Some(noise) => Some($wrap::Rank2($($borrow)+ noise.weight)),
+                            None => None,
+                        },
+                        HubParam::SharedExpert(_, p) => match $($borrow)+ moe.shared {
+                            Some(shared) => Some($wrap::Rank2(match p {
+                                ExpertProj::GateUp => $($borrow)+ shared.ffn.gate_up.weight,
+                                ExpertProj::Down => $($borrow)+ shared.ffn.down.weight,
+                            })),
+                            None => None,
+                        },
+                        _ => match $($borrow)+ moe.shared {
+                            Some(shared) => match $($borrow)+ shared.gate {
+                                Some(gate) => Some($wrap::Rank2($($borrow)+ gate.weight)),
+                                None => None,
+                            },
+                            None => None,
+                        },
                     },
-                    None => None,
                 },
             }
         }
@@ -397,7 +446,7 @@ impl<B: Backend> Mixtral<B> {
         select_param!(self, param, ParamMut, &mut)
     }
 
-    /// The projection whose weight `param` is (attention, expert, LM head); `None` for other
+    /// The projection whose weight `param` is (attention, expert, dense FFN, LM head); `None` for other
     /// parameters and for layers or experts the model does not have.
     pub fn projection_mut(&mut self, param: HubParam) -> Option<&mut Projection<B>> {
         match param {
@@ -410,15 +459,22 @@ impl<B: Backend> Mixtral<B> {
                     AttentionProj::O => &mut attn.o_proj,
                 })
             }
+            HubParam::Mlp(n, p) => {
+                let ffn = self.layers.get_mut(n)?.feed_forward.mlp_mut()?;
+                Some(match p {
+                    ExpertProj::GateUp => &mut ffn.gate_up,
+                    ExpertProj::Down => &mut ffn.down,
+                })
+            }
             HubParam::Expert(n, x, p) => {
-                let ffn = self.layers.get_mut(n)?.block_sparse_moe.experts.ffns.get_mut(x)?;
+                let ffn = self.layers.get_mut(n)?.moe_mut()?.experts.ffns.get_mut(x)?;
                 Some(match p {
                     ExpertProj::GateUp => &mut ffn.gate_up,
                     ExpertProj::Down => &mut ffn.down,
                 })
             }
             HubParam::SharedExpert(n, p) => {
-                let ffn = &mut self.layers.get_mut(n)?.block_sparse_moe.shared.as_mut()?.ffn;
+                let ffn = &mut self.layers.get_mut(n)?.moe_mut()?.shared.as_mut()?.ffn;
                 Some(match p {
                     ExpertProj::GateUp => &mut ffn.gate_up,
                     ExpertProj::Down => &mut ffn.down,

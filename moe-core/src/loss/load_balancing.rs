@@ -15,6 +15,9 @@ use crate::moe::top_k_indices;
 /// - `router_logits`: `L` tensors of `[T, E]` (`T = B*S`, batch-major)
 /// - `attention_mask`: `[B, S]`
 /// - returns `[1]`
+///
+/// # Panics
+/// If `router_logits` is empty (a dense model's output has no router logits to balance).
 pub fn load_balancing_loss<B: Backend>(
     router_logits: &[Tensor<B, 2>],
     top_k: usize,

@@ -8,6 +8,9 @@ use crate::nn::functional::logsumexp;
 ///
 /// # Shapes
 /// - `router_logits`: `L` tensors of `[T, E]` -> `[1]`
+///
+/// # Panics
+/// If `router_logits` is empty (a dense model's output has no router logits).
 pub fn router_z_loss<B: Backend>(router_logits: &[Tensor<B, 2>]) -> Tensor<B, 1> {
     let logits = Tensor::cat(router_logits.to_vec(), 0).cast(FloatDType::F32); // [L*T, E]
     logsumexp(logits, 1).square().mean() // [N, 1] -> [1]

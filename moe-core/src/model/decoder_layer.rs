@@ -2,21 +2,23 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
+use super::FeedForward;
 use crate::config::MixtralConfig;
-use crate::moe::{ImportanceLoad, SparseMoe, SparseMoeConfig};
+use crate::moe::{ImportanceLoad, SparseMoe};
 use crate::nn::{Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RopeTable};
 
-/// One pre-norm Mixtral decoder layer: `x + attn(norm(x))`, then `h + moe(norm(h))`.
+/// One pre-norm decoder layer: `x + attn(norm(x))`, then `h + ffn(norm(h))`, where the
+/// feed-forward block is Mixtral's sparse MoE or a dense SwiGLU (Mistral).
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {
     /// RMSNorm before attention.
     pub input_layernorm: RmsNorm<B>,
     /// GQA self-attention with RoPE.
     pub self_attn: Attention<B>,
-    /// RMSNorm before the sparse MoE block.
+    /// RMSNorm before the feed-forward block.
     pub post_attention_layernorm: RmsNorm<B>,
-    /// The checkpoint's `block_sparse_moe`.
-    pub block_sparse_moe: SparseMoe<B>,
+    /// The checkpoint's `block_sparse_moe`, or `mlp` in a dense model.
+    pub feed_forward: FeedForward<B>,
 }
 
 /// Output of [`DecoderLayer::forward`].
@@ -24,6 +26,13 @@ pub struct DecoderLayer<B: Backend> {
 pub struct DecoderLayerOutput<B: Backend> {
     /// `[B, S, D]`
     pub hidden: Tensor<B, 3>,
+    /// What the MoE block's router did; `None` in a dense layer.
+    pub routing: Option<LayerRouting<B>>,
+}
+
+/// A MoE layer's routing decisions, for losses and statistics.
+#[derive(Debug, Clone)]
+pub struct LayerRouting<B: Backend> {
     /// `[T, E]` f32
     pub router_logits: Tensor<B, 2>,
     /// `[T, K]`
@@ -45,11 +54,18 @@ impl<B: Backend> DecoderLayer<B> {
             self_attn: AttentionConfig::new(config.d_model, config.n_heads, config.n_kv_heads, config.head_dim)
                 .init(device),
             post_attention_layernorm: norm.init(device),
-            block_sparse_moe: SparseMoeConfig::new(config.d_model, config.d_ff, config.n_experts)
-                .with_top_k(config.top_k)
-                .with_routing(config.routing.clone())
-                .init(device),
+            feed_forward: FeedForward::init(config, device),
         }
+    }
+
+    /// The MoE block, unless the layer is dense.
+    pub fn moe(&self) -> Option<&SparseMoe<B>> {
+        self.feed_forward.moe()
+    }
+
+    /// [`Self::moe`], mutably.
+    pub fn moe_mut(&mut self) -> Option<&mut SparseMoe<B>> {
+        self.feed_forward.moe_mut()
     }
 
     /// # Shapes
@@ -75,16 +91,24 @@ impl<B: Backend> DecoderLayer<B> {
         self.feed_forward(x + attn)
     }
 
-    /// The second half of the layer: `h + moe(norm(h))`.
+    /// The second half of the layer: `h + ffn(norm(h))`.
     fn feed_forward(&self, h: Tensor<B, 3>) -> DecoderLayerOutput<B> {
-        let moe = self.block_sparse_moe.forward(self.post_attention_layernorm.forward(h.clone()));
-        DecoderLayerOutput {
-            hidden: h + moe.hidden,
-            router_logits: moe.router_logits,
-            experts: moe.experts,
-            dropped: moe.dropped,
-            counts: moe.counts,
-            importance_load: moe.importance_load,
+        let x = self.post_attention_layernorm.forward(h.clone());
+        match &self.feed_forward {
+            FeedForward::Dense(mlp) => DecoderLayerOutput { hidden: h + mlp.forward(x), routing: None },
+            FeedForward::Sparse(moe) => {
+                let moe = moe.forward(x);
+                DecoderLayerOutput {
+                    hidden: h + moe.hidden,
+                    routing: Some(LayerRouting {
+                        router_logits: moe.router_logits,
+                        experts: moe.experts,
+                        dropped: moe.dropped,
+                        counts: moe.counts,
+                        importance_load: moe.importance_load,
+                    }),
+                }
+            }
         }
     }
 }

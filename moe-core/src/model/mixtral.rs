@@ -10,7 +10,9 @@ use crate::kernels::matmul_weight;
 use crate::moe::ImportanceLoad;
 use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, RotaryEmbedding, TokenEmbedding};
 
-/// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`).
+/// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`), or with
+/// [`MixtralConfig::dense`] its dense sibling (`MistralForCausalLM`): the same attention, norms
+/// and embeddings with one SwiGLU per layer.
 ///
 /// Field names mirror the checkpoint keys (`model.embed_tokens`, `model.layers.N.*`,
 /// `model.norm`, `lm_head`) so that import is one short table.
@@ -37,7 +39,9 @@ pub struct Mixtral<B: Backend> {
 pub struct MixtralOutput<B: Backend> {
     /// `[B, S, V]`
     pub logits: Tensor<B, 3>,
-    /// One `[T, E]` f32 tensor per layer (`T = B*S`, batch-major), as HF's `router_logits`.
+    /// One `[T, E]` f32 tensor per MoE layer (`T = B*S`, batch-major), as HF's
+    /// `router_logits`. Here and below, "per layer" counts the MoE layers: all of a Mixtral's,
+    /// none of a dense model's (the vectors are empty).
     pub router_logits: Vec<Tensor<B, 2>>,
     /// One `[T, K]` tensor of chosen experts per layer.
     pub experts: Vec<Tensor<B, 2, Int>>,
@@ -87,7 +91,7 @@ impl<B: Backend> Mixtral<B> {
     /// Experts each token is routed to (the config's `top_k` unless changed with
     /// [`Self::set_experts_per_token`]).
     pub fn experts_per_token(&self) -> usize {
-        self.layers.first().map_or(self.config.top_k, |l| l.block_sparse_moe.top_k())
+        self.layers.iter().find_map(|l| l.moe()).map_or(self.config.top_k, |moe| moe.top_k())
     }
 
     /// One auxiliary-loss-free balancing step for every layer (see
@@ -95,16 +99,21 @@ impl<B: Backend> Mixtral<B> {
     /// is the assignments layer `l` routed to expert `e` over a training step. Does nothing
     /// unless `routing.bias_update_rate` is above 0.
     pub fn update_expert_biases(&mut self, loads: &[Vec<usize>]) {
-        for (layer, load) in self.layers.iter_mut().zip(loads) {
-            layer.block_sparse_moe.update_expert_bias(load);
+        let moes = self.layers.iter_mut().filter_map(|l| l.moe_mut());
+        for (moe, load) in moes.zip(loads) {
+            moe.update_expert_bias(load);
         }
     }
 
     /// Routes every token to `k` experts instead of the config's `top_k` from now on
     /// (llama.cpp's "experts per token" override); an error unless `1 <= k <= n_experts`.
+    /// A dense model takes only `k = 1`.
     pub fn set_experts_per_token(&mut self, k: usize) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.block_sparse_moe.set_top_k(k)?;
+        if self.config.dense && k != 1 {
+            return Err(crate::error::MoeError::ExpertsPerToken { got: k, n_experts: 1 });
+        }
+        for moe in self.layers.iter_mut().filter_map(|l| l.moe_mut()) {
+            moe.set_top_k(k)?;
         }
         Ok(())
     }
@@ -212,13 +221,15 @@ impl<B: Backend> Routing<B> {
         }
     }
 
-    /// Keeps a layer's router outputs; returns its hidden states.
+    /// Keeps a MoE layer's router outputs; returns the layer's hidden states.
     fn record(&mut self, out: DecoderLayerOutput<B>) -> Tensor<B, 3> {
-        self.router_logits.push(out.router_logits);
-        self.experts.push(out.experts);
-        self.dropped.push(out.dropped);
-        self.counts.push(out.counts);
-        self.importance_load.extend(out.importance_load);
+        if let Some(r) = out.routing {
+            self.router_logits.push(r.router_logits);
+            self.experts.push(r.experts);
+            self.dropped.push(r.dropped);
+            self.counts.push(r.counts);
+            self.importance_load.extend(r.importance_load);
+        }
         out.hidden
     }
 

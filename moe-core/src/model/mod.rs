@@ -1,7 +1,10 @@
-//! The Mixtral decoder: layers and the causal-LM model.
+//! The decoder: layers (with a sparse MoE or a dense feed-forward block) and the causal-LM
+//! model.
 
 mod decoder_layer;
+mod feed_forward;
 mod mixtral;
 
-pub use decoder_layer::{DecoderLayer, DecoderLayerOutput};
+pub use decoder_layer::{DecoderLayer, DecoderLayerOutput, LayerRouting};
+pub use feed_forward::FeedForward;
 pub use mixtral::{Mixtral, MixtralOutput};

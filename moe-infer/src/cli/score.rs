@@ -89,12 +89,19 @@ pub fn run<B: Backend>(args: ScoreArgs, device: &B::Device) -> Result<()> {
     Ok(())
 }
 
+/// Writes `logits` and, for a MoE model, the stacked `router_logits` (a dense model has none).
 fn dump_logits<B: Backend>(path: &Path, logits: Tensor<B, 3>, router: &[Tensor<B, 2>]) -> Result<()> {
-    let router = Tensor::stack::<3>(router.to_vec(), 0);
     let bytes = |t: burn::tensor::TensorData| -> Vec<u8> { t.iter::<f32>().flat_map(f32::to_le_bytes).collect() };
-    let (ls, rs) = (logits.dims().to_vec(), router.dims().to_vec());
-    let (lb, rb) = (bytes(logits.into_data()), bytes(router.into_data()));
-    let views =
-        [("logits", TensorView::new(Dtype::F32, ls, &lb)?), ("router_logits", TensorView::new(Dtype::F32, rs, &rb)?)];
+    let ls = logits.dims().to_vec();
+    let lb = bytes(logits.into_data());
+    let router = (!router.is_empty()).then(|| Tensor::stack::<3>(router.to_vec(), 0));
+    let (rs, rb) = match router {
+        Some(r) => (r.dims().to_vec(), bytes(r.into_data())),
+        None => (vec![], vec![]),
+    };
+    let mut views = vec![("logits", TensorView::new(Dtype::F32, ls, &lb)?)];
+    if !rs.is_empty() {
+        views.push(("router_logits", TensorView::new(Dtype::F32, rs, &rb)?));
+    }
     safetensors::serialize_to_file(views, None, path).with_context(|| format!("cannot write {}", path.display()))
 }
