@@ -180,7 +180,7 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
     /// Schemes to train, comma-separated, in this order. Default: all of preset, mixtral,
-    /// no-balancing, switch, deepseek, expert-choice, qwen.
+    /// no-balancing, noisy-top-k, switch, deepseek, expert-choice, qwen.
     #[arg(long, value_delimiter = ',')]
     pub schemes: Vec<String>,
     /// Optimizer steps per scheme (the learning rate decays over them). Default: the preset's.

@@ -200,16 +200,31 @@ fn comparison(path: &Path, curves: &[(&str, &[(usize, f32)])]) -> DrawResult {
     let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (plot, legend) = root.split_horizontally(780);
+    // Every scheme starts from the same untrained loss (about ln V); drawn, it squeezes the
+    // differences between schemes into a few pixels, so the curves start at the first
+    // evaluation after step 0 when there is one.
+    let trained: Vec<(&str, Vec<(usize, f32)>)> =
+        curves.iter().map(|(name, c)| (*name, c.iter().copied().filter(|p| p.0 > 0).collect())).collect();
+    let curves: Vec<(&str, Vec<(usize, f32)>)> = match trained.iter().all(|(_, c)| !c.is_empty()) {
+        true => trained,
+        false => curves.iter().map(|(name, c)| (*name, c.to_vec())).collect(),
+    };
     let points = curves.iter().flat_map(|(_, c)| c.iter());
-    let last_step = points.clone().map(|p| p.0).max().unwrap_or(1).max(1);
+    let first_step = points.clone().map(|p| p.0).min().unwrap_or(0);
+    let last_step = points.clone().map(|p| p.0).max().unwrap_or(1).max(first_step + 1);
     let (lo, hi) = points.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let margin = ((hi - lo) * 0.05).max(1e-3);
+    let caption = match first_step {
+        0 => "Validation loss by routing scheme".to_string(),
+        s => format!("Validation loss by routing scheme (from step {s})"),
+    };
     let mut chart = ChartBuilder::on(&plot)
-        .caption("Validation loss by routing scheme", ("sans-serif", 24))
+        .caption(caption, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(0..last_step, (lo * 0.95).max(0.0)..hi * 1.05)?;
+        .build_cartesian_2d(first_step..last_step, (lo - margin).max(0.0)..hi + margin)?;
     chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats)").draw()?;
     for (i, (_, curve)) in curves.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
