@@ -30,6 +30,9 @@ pub struct BtxArgs {
     /// Steps of the merged MoE on all the data.
     #[arg(long, default_value_t = 300)]
     pub mix_steps: usize,
+    /// Train only the merged model's routers in the mix stage (the branches stay frozen).
+    #[arg(long)]
+    pub routers_only: bool,
     /// Experts per token of the merged MoE.
     #[arg(long, default_value_t = 2)]
     pub top_k: usize,
@@ -128,6 +131,7 @@ pub fn run(args: &BtxArgs, out: &Path, progress: bool) -> Result<Vec<StageResult
     let mut config = base.with_steps(args.mix_steps);
     config.model = model_config(&merged_dir)?;
     config.train.init_from = Some(merged_dir.clone());
+    config.train.routers_only = args.routers_only;
     let mix = train("mix", config, all)?;
     stages.push(StageResult {
         stage: "merged (before mixing)".into(),

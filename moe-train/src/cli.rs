@@ -138,6 +138,10 @@ pub struct Cli {
     /// compute per token). Exported as MistralForCausalLM.
     #[arg(long)]
     pub dense: bool,
+    /// Train only the routers; every other parameter keeps its starting value (with --init:
+    /// a fresh router over an upcycled or merged model).
+    #[arg(long)]
+    pub routers_only: bool,
     /// Fine-grained experts (DeepSeekMoE): split every expert into M experts 1/M as wide and
     /// route each token to M times as many, so parameters and compute per token stay the same.
     #[arg(long, value_name = "M")]
@@ -272,6 +276,7 @@ impl Cli {
         if self.aux_loss_coef.is_some() {
             t.aux_loss_coef = self.aux_loss_coef;
         }
+        t.routers_only |= self.routers_only;
         let routing = &mut config.model.routing;
         routing.jitter_noise = self.router_jitter.unwrap_or(routing.jitter_noise);
         if self.raw_top_k_weights {
@@ -370,6 +375,7 @@ pub fn run() -> Result<()> {
                 cli.expert_choice,
                 cli.noisy_gating,
                 cli.dense,
+                cli.routers_only,
                 cli.fine_grained.is_some(),
                 cli.eval_every.is_some(),
                 cli.checkpoint_every.is_some(),

@@ -84,6 +84,10 @@ pub struct TrainingSettings {
     /// Knowledge distillation from a teacher model (`moe-train distill`); `None` = plain
     /// language-model training.
     pub distill: Option<DistillSettings>,
+    /// Train only the routers (their gates and noise weights); every other parameter stays as
+    /// it started. Branch-Train-MiX's cheap option of learning a fresh router over frozen
+    /// branches, or a probe of an upcycled model's routing.
+    pub routers_only: bool,
 }
 
 /// Knowledge distillation settings: the objective becomes `(1 - alpha) · lm_loss + alpha ·
@@ -130,6 +134,7 @@ impl Default for TrainingSettings {
             seed: 42,
             init_from: None,
             distill: None,
+            routers_only: false,
         }
     }
 }
@@ -287,6 +292,9 @@ impl TrainConfig {
         }
         if !(t.val_fraction > 0.0 && t.val_fraction < 1.0) {
             return bad("train.val_fraction", format!("must be in (0, 1), got {}", t.val_fraction));
+        }
+        if t.routers_only && self.model.dense {
+            return bad("train.routers_only", "a dense model has no router to train".into());
         }
         if let Some(d) = &t.distill {
             if !(d.temperature.is_finite() && d.temperature > 0.0) {

@@ -40,8 +40,10 @@ pub struct MoeOptimizer<B: AutodiffBackend> {
     /// Parameters that do not.
     pub no_decay: Adam<B>,
     no_decay_ids: HashSet<ParamId>,
-    /// The experts' parameters (see [`Self::step`]).
+    /// The experts' parameters (see [`Self::step`]), unless frozen.
     expert_ids: HashSet<ParamId>,
+    /// Parameters that are not trained (`train.routers_only`).
+    frozen_ids: HashSet<ParamId>,
 }
 
 impl<B: AutodiffBackend> MoeOptimizer<B> {
@@ -59,8 +61,10 @@ impl<B: AutodiffBackend> MoeOptimizer<B> {
             path: Vec::new(),
             decay_embeddings: t.decay_embeddings,
             decay_norms: t.decay_norms,
+            routers_only: t.routers_only,
             no_decay: HashSet::new(),
             experts: HashSet::new(),
+            frozen: HashSet::new(),
         };
         model.visit(&mut groups);
         Self {
@@ -68,7 +72,19 @@ impl<B: AutodiffBackend> MoeOptimizer<B> {
             no_decay: adam(0.0),
             no_decay_ids: groups.no_decay,
             expert_ids: groups.experts,
+            frozen_ids: groups.frozen,
         }
+    }
+
+    /// Drops the gradients of frozen parameters (`train.routers_only`), so that neither the
+    /// gradient norm nor the update sees them: AdamW leaves a parameter without a gradient
+    /// alone, weight decay included.
+    pub fn drop_frozen(&self, model: &Mixtral<B>, grads: &mut GradientsParams) {
+        if self.frozen_ids.is_empty() {
+            return;
+        }
+        let mut split = SplitGrads { ids: &self.frozen_ids, from: grads, to: GradientsParams::new() };
+        model.visit(&mut split);
     }
 
     /// One AdamW update of every parameter that has a gradient, and of every expert.
@@ -93,8 +109,10 @@ struct Groups {
     path: Vec<String>,
     decay_embeddings: bool,
     decay_norms: bool,
+    routers_only: bool,
     no_decay: HashSet<ParamId>,
     experts: HashSet<ParamId>,
+    frozen: HashSet<ParamId>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Groups {
@@ -111,7 +129,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Groups {
         if (D < 2 && !self.decay_norms) || (embedding && !self.decay_embeddings) {
             self.no_decay.insert(param.id);
         }
-        if self.path.iter().any(|p| p == "experts") {
+        if self.routers_only && !self.path.iter().any(|p| p == "router") {
+            self.frozen.insert(param.id);
+        } else if self.path.iter().any(|p| p == "experts") {
             self.experts.insert(param.id);
         }
     }

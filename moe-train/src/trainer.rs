@@ -186,6 +186,7 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
         let mut grads = accumulator.grads();
+        optim.drop_frozen(&model, &mut grads);
         let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, t.grad_clip);
         if !grad_norm.is_finite() {
             return Err(non_finite(step, "gradient norm", grad_norm, run_dir));

@@ -209,6 +209,22 @@ fn a_dense_run_upcycles_and_trains_on() {
     assert!((before - start).abs() < 1e-4, "the upcycled model starts at {start}, the dense one ended at {before}");
     assert!(moe["final_train_loss"].as_f64().unwrap().is_finite());
 
+    // Only the routers learn with --routers-only: the experts and the rest keep the upcycled values.
+    let out = moe_train(&[&["--out", "probe", "--init", "up", "--routers-only"][..], &quick[..]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let probe = model_dir(&serde_json::from_slice(&out.stdout).unwrap(), dir.path());
+    let (start, end) = (
+        moe_core::io::HubWeights::open(dir.path().join("up")).unwrap(),
+        moe_core::io::HubWeights::open(&probe).unwrap(),
+    );
+    let values = |w: &moe_core::io::HubWeights, key: &str| w.read_f32(key).unwrap().unwrap().values;
+    for key in ["model.embed_tokens.weight", "model.layers.1.block_sparse_moe.experts.2.w1.weight", "model.norm.weight"]
+    {
+        assert_eq!(values(&start, key), values(&end, key), "{key} was trained");
+    }
+    let gate = "model.layers.0.block_sparse_moe.gate.weight";
+    assert_ne!(values(&start, gate), values(&end, gate), "the router did not train");
+
     let cases: &[(&[&str], &str)] = &[
         (&["upcycle", "--from", "up", "--experts", "8", "--out", "again"], "must be dense"),
         (&["upcycle", "--from", from, "--experts", "4", "--top-k", "5", "--out", "bad"], "num_experts_per_tok"),
@@ -216,6 +232,7 @@ fn a_dense_run_upcycles_and_trains_on() {
         (&["--init", "up", "--dense", "--out", "x"], "--dense"),
         (&["--init", "nowhere", "--out", "y"], "nowhere"),
         (&["--dense", "--shared-experts", "1", "--out", "z"], "no router"),
+        (&["--dense", "--routers-only", "--out", "w"], "train.routers_only"),
     ];
     for (args, needle) in cases {
         let out = moe_train(args, dir.path());
@@ -269,7 +286,8 @@ fn btx_runs_every_stage() {
     std::fs::write(dir.path().join("cats.txt"), text("cat")).unwrap();
     std::fs::write(dir.path().join("dogs.txt"), text("dog")).unwrap();
     let args = ["btx", "--data", "cats.txt", "--data", "dogs.txt", "--seed-steps", "1", "--branch-steps", "1"];
-    let out = moe_train(&[&args[..], &["--mix-steps", "2", "--out", "btx", "--json"][..]].concat(), dir.path());
+    let mix = ["--mix-steps", "2", "--routers-only", "--out", "btx", "--json"];
+    let out = moe_train(&[&args[..], &mix[..]].concat(), dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let stages: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = stages.as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
