@@ -80,6 +80,10 @@ pub struct EvalRecord {
     /// task has its own experts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specialisation: Option<Vec<f64>>,
+    /// `[task]`: mean next-token cross-entropy of the tokens of each task (the token predicted
+    /// belongs to it), for corpora with known tasks; `None` for a task with no token evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_loss: Option<Vec<Option<f64>>>,
 }
 
 /// Router statistics accumulated over evaluation batches.
@@ -152,6 +156,7 @@ impl RouterStats {
             task_expert: has_tasks.then(|| self.task_expert.clone()),
             specialisation: has_tasks
                 .then(|| self.task_expert.iter().map(|c| normalized_mutual_information(c)).collect()),
+            task_loss: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::TrainConfig;
-use crate::data::packing::{BatchOrder, PackedData, Split};
+use crate::data::packing::{BatchOrder, PackedData, Split, NO_TASK};
 use crate::error::{Result, TrainError};
 use crate::metrics::{read_log, EvalRecord, LogRecord, RouterStats, RunLog, TrainRecord};
 use crate::objective::{objective, Teacher};
@@ -65,6 +65,8 @@ pub struct RunSummary {
     pub specialisation_nmi: Option<f64>,
     /// Exact-match accuracy of greedy answers per task (built-in corpus only).
     pub task_accuracy: Vec<(String, f64)>,
+    /// Validation loss per task at the last evaluation (built-in corpus only).
+    pub task_val_loss: Vec<(String, f64)>,
     /// Greedy samples after training.
     pub samples: Vec<Sample>,
     /// PNG plots written.
@@ -236,7 +238,7 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
     let (samples, task_accuracy) = sample_tasks(&model, tokenizer, tasks, &data.val, t.seed)?;
     let records = read_log(&log_path)?;
     let plots = crate::plots::draw_all(&run_dir.join("plots"), &records, tasks)?;
-    Ok(summarise(&records, &state, run_dir, model_dir, samples, task_accuracy, plots))
+    Ok(summarise(&records, &state, run_dir, model_dir, samples, (tasks, task_accuracy), plots))
 }
 
 fn non_finite(step: usize, what: &'static str, value: f32, run_dir: &Path) -> TrainError {
@@ -296,11 +298,27 @@ pub fn evaluate<B: Backend>(
     let moe_layers = if c.dense { 0 } else { c.n_layers };
     let mut stats = RouterStats::new(moe_layers, c.n_experts, n_tasks);
     let mut loss_sum = 0.0;
+    // Per task: summed next-token NLL and tokens.
+    let mut task_nll = vec![(0.0f64, 0u64); n_tasks];
     for i in 0..batches {
         let indices: Vec<usize> = (i * b..(i + 1) * b).collect();
         let (ids, task_ids) = split.gather(&indices);
         let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, split.seq_len]), &device);
         let out = model.forward(input.clone());
+        if n_tasks > 0 {
+            let s = split.seq_len;
+            let nll = next_token_nll(out.logits.clone(), input.clone());
+            for (n, &value) in nll.iter().enumerate() {
+                // Prediction `n` of row `r` is of token `n % (s - 1) + 1` of that row.
+                let (row, position) = (n / (s - 1), n % (s - 1) + 1);
+                let task = task_ids[row * s + position];
+                if task != NO_TASK && (task as usize) < n_tasks {
+                    let entry = &mut task_nll[task as usize];
+                    entry.0 += value as f64;
+                    entry.1 += 1;
+                }
+            }
+        }
         let loss = causal_lm_loss(out.logits, input).into_scalar();
         loss_sum += burn::tensor::ElementConversion::elem::<f64>(loss);
         let logits: Vec<Vec<f32>> =
@@ -309,7 +327,22 @@ pub fn evaluate<B: Backend>(
             out.experts.into_iter().map(|e| e.into_data().convert::<i64>().to_vec().expect("i64")).collect();
         stats.add(&logits, &experts, &task_ids);
     }
-    stats.record(step, (loss_sum / batches as f64) as f32)
+    let mut record = stats.record(step, (loss_sum / batches as f64) as f32);
+    record.task_loss =
+        (n_tasks > 0).then(|| task_nll.iter().map(|&(sum, n)| (n > 0).then(|| sum / n as f64)).collect());
+    record
+}
+
+/// Each position's next-token cross-entropy, read back to the host, `[B * (S - 1)]` row-major.
+///
+/// # Shapes
+/// - `logits`: `[B, S, V]`, `input_ids`: `[B, S]`
+fn next_token_nll<B: Backend>(logits: Tensor<B, 3>, input_ids: Tensor<B, 2, Int>) -> Vec<f32> {
+    let [b, s, v] = logits.dims();
+    let logits = logits.narrow(1, 0, s - 1).reshape([b * (s - 1), v]).cast(burn::tensor::FloatDType::F32);
+    let targets = input_ids.narrow(1, 1, s - 1).reshape([b * (s - 1), 1]);
+    let nll = moe_core::nn::functional::log_softmax(logits, 1).gather(1, targets).neg();
+    nll.into_data().convert::<f32>().to_vec().expect("f32")
 }
 
 fn summarise(
@@ -318,7 +351,7 @@ fn summarise(
     run_dir: &Path,
     model_dir: PathBuf,
     samples: Vec<Sample>,
-    task_accuracy: Vec<(String, f64)>,
+    (tasks, task_accuracy): (&[&str], Vec<(String, f64)>),
     plots: Vec<PathBuf>,
 ) -> RunSummary {
     let evals: Vec<&EvalRecord> =
@@ -340,6 +373,10 @@ fn summarise(
             .and_then(|e| e.specialisation.as_ref())
             .map(|s| s.iter().sum::<f64>() / s.len().max(1) as f64),
         task_accuracy,
+        task_val_loss: last
+            .and_then(|e| e.task_loss.as_ref())
+            .map(|losses| tasks.iter().zip(losses).filter_map(|(t, l)| l.map(|l| (t.to_string(), l))).collect())
+            .unwrap_or_default(),
         samples,
         plots,
     }

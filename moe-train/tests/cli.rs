@@ -49,6 +49,13 @@ fn default_run_learns_and_exports() {
     }
     let samples = summary["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 5, "one sample per task");
+    // Per-task validation loss: every task evaluated, each finite and positive, the overall
+    // loss between the best and the worst task's.
+    let per_task: Vec<f64> =
+        summary["task_val_loss"].as_array().unwrap().iter().map(|t| t[1].as_f64().unwrap()).collect();
+    assert_eq!(per_task.len(), 5, "{}", summary["task_val_loss"]);
+    let (lo, hi) = per_task.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    assert!(lo > 0.0 && lo - 1e-4 <= last && last <= hi + 1e-4, "{per_task:?} vs {last}");
 }
 
 #[test]
