@@ -8,7 +8,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use moe_core::config::MixtralConfig;
 use moe_core::convert::{merge_branches, upcycle, MergeConfig, RouterInit, UpcycleConfig};
 use moe_core::io::hub_keys::{ExpertProj, HubParam, ParamMut, ParamRef};
-use moe_core::io::{load_hub_checkpoint, save_hub_checkpoint, HubWeights, WeightDtype};
+use moe_core::io::{
+    load_hub_checkpoint, load_hub_weights, save_hub_checkpoint, HubWeights, QuantizeOnLoad, WeightDtype,
+};
 use moe_core::loss::distillation_loss;
 use moe_core::model::Mixtral;
 
@@ -68,6 +70,50 @@ fn dense_model_round_trips_through_the_hub_layout() {
     let diff = max_abs_diff(&host(Tensor::cat(outs, 1)), &full);
     assert!(diff <= 1e-5, "cached decoding differs by {diff}");
     assert!(model.clone().set_experts_per_token(2).is_err());
+}
+
+/// A dense model goes to GGUF as llama.cpp writes a Mistral/Llama (`llama` architecture, no
+/// expert keys, `blk.N.ffn_{gate,up,down}`) and comes back the same model: exactly in f32, and
+/// within Q8_0's rounding with the FFN and attention kept in their blocks.
+#[test]
+fn dense_model_round_trips_through_gguf() {
+    use moe_core::gguf::{load_gguf, save_gguf, GgmlType, GgufExport, GgufFile};
+    let device = Default::default();
+    let model = dense_model::<Cpu>();
+    let full = host(model.forward(ids(2, 9)).logits);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dense.gguf");
+    save_gguf(&model, &path, &GgufExport::new(GgmlType::F32)).unwrap();
+    let file = GgufFile::open(&path).unwrap();
+    assert!(file.get("llama.expert_count").is_none() && file.get("llama.expert_used_count").is_none());
+    let gate = file.tensor("blk.1.ffn_gate.weight").expect("the dense FFN's gate");
+    assert_eq!(gate.shape(), vec![96, 64]);
+    assert!(file.tensor("blk.1.ffn_up.weight").is_some() && file.tensor("blk.1.ffn_down.weight").is_some());
+    assert!(file.tensor("blk.0.ffn_gate_inp.weight").is_none(), "a dense model has no router");
+    let again = load_gguf::<Cpu>(&path, &device).unwrap();
+    assert!(again.config().dense && !again.config().shape_differs(model.config()), "{:?}", again.config());
+    let diff = max_abs_diff(&host(again.forward(ids(2, 9)).logits), &full);
+    assert!(diff <= 1e-5, "f32 GGUF logits differ by {diff}");
+
+    let q8 = dir.path().join("dense-q8_0.gguf");
+    save_gguf(&model, &q8, &GgufExport::new(GgmlType::Q8_0)).unwrap();
+    let quantized = load_gguf::<Cpu>(&q8, &device).unwrap();
+    let diff = max_abs_diff(&host(quantized.forward(ids(2, 9)).logits), &full);
+    assert!(diff > 0.0 && diff <= 2e-2, "Q8_0 GGUF logits differ by {diff}");
+
+    // The FFN alone in Q8_0 (`--experts-only`), from a file and quantized as it loads
+    // (`--quantize-experts-only`): the same blocks, so the same logits.
+    let ffn_q8 = dir.path().join("dense-ffn-q8_0.gguf");
+    save_gguf(&model, &ffn_q8, &GgufExport::experts_only(GgmlType::Q8_0, GgmlType::F32)).unwrap();
+    let from_file = load_gguf::<Cpu>(&ffn_q8, &device).unwrap();
+    save_hub_checkpoint(&model, dir.path().join("hub"), WeightDtype::F32).unwrap();
+    let weights = QuantizeOnLoad::experts_only(HubWeights::open(dir.path().join("hub")).unwrap(), GgmlType::Q8_0);
+    let on_load = load_hub_weights::<Cpu>(model.config(), &weights.unwrap(), &device).unwrap();
+    for m in [&from_file, &on_load] {
+        assert!(m.layers[1].feed_forward.mlp().expect("dense").gate_up.blocks().is_some());
+        assert!(m.layers[1].self_attn.q_proj.blocks().is_none());
+    }
+    assert_eq!(host(on_load.forward(ids(2, 9)).logits), host(from_file.forward(ids(2, 9)).logits));
 }
 
 /// With exact copies the upcycled model computes the dense logits, whatever the router says

@@ -359,7 +359,7 @@ fn damaged_files_are_errors_naming_the_problem() {
     let err = gguf_err(with_metadata(&path, |m| set(m, "llama.embedding_length", GgufValue::U32(0))));
     assert!(err.contains("hidden_size") && err.contains("at least 1"), "{err}");
     let err = gguf_err(with_metadata(&path, |m| m.retain(|(k, _)| k != "llama.expert_count")));
-    assert!(err.contains("expert_count") && err.contains("dense"), "{err}");
+    assert!(err.contains("expert_count") && err.contains("routers"), "{err}");
     let err = gguf_err(with_metadata(&path, |m| set(m, "llama.attention.head_count", GgufValue::String("4".into()))));
     assert!(err.contains("llama.attention.head_count") && err.contains("not a non-negative integer"), "{err}");
     let err = gguf_err(with_metadata(&path, |m| set(m, "general.architecture", GgufValue::String("bert".into()))));

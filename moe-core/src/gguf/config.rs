@@ -4,7 +4,8 @@ use super::{GgufFile, GgufValue};
 use crate::config::MixtralConfig;
 use crate::error::Result;
 
-/// Architectures whose files describe a Mixtral-shaped model when they have experts.
+/// Architectures whose files describe a Mixtral-shaped model (or, without experts, a dense
+/// Llama/Mistral one).
 const ARCHITECTURES: [&str; 2] = ["llama", "mixtral"];
 
 /// The model shape a GGUF file describes, validated.
@@ -13,9 +14,9 @@ const ARCHITECTURES: [&str; 2] = ["llama", "mixtral"];
 /// `{arch}.block_count`, `embedding_length`, `feed_forward_length`, `attention.head_count(_kv)`,
 /// `attention.key_length`, `expert_count`, `expert_used_count`, `context_length`,
 /// `rope.freq_base`, `attention.layer_norm_rms_epsilon`; the vocabulary size from the
-/// embedding; the special ids from `tokenizer.ggml.*`. A file without experts, with RoPE
-/// scaling or partial rotary dimensions, or whose vocabulary disagrees with its embedding, is an
-/// error naming the key.
+/// embedding; the special ids from `tokenizer.ggml.*`. A file without `expert_count` (or with
+/// 0) is a dense model ([`MixtralConfig::dense`]). A file with RoPE scaling or partial rotary
+/// dimensions, or whose vocabulary disagrees with its embedding, is an error naming the key.
 pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
     let arch = file
         .get("general.architecture")
@@ -49,11 +50,13 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
         }
     };
 
+    // No experts: a dense Llama/Mistral, one FFN per layer (`blk.N.ffn_{gate,up,down}`).
     let n_experts = uint("expert_count")?.unwrap_or(0);
-    if n_experts == 0 {
+    let dense = n_experts == 0;
+    if dense && file.tensor("blk.0.ffn_gate_inp.weight").is_some() {
         return Err(file.error(format!(
-            "`{}` is missing or 0: a dense model; dense models load from Hub checkpoints (MistralForCausalLM), \
-             not yet from GGUF",
+            "`{}` is missing or 0, yet the file has routers (`blk.0.ffn_gate_inp.weight`): a MoE without its \
+             expert count",
             key("expert_count")
         )));
     }
@@ -99,8 +102,8 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
         n_heads,
         n_kv_heads: uint("attention.head_count_kv")?.unwrap_or(n_heads),
         head_dim,
-        n_experts,
-        top_k: need("expert_used_count")?,
+        n_experts: n_experts.max(1),
+        top_k: if dense { 1 } else { need("expert_used_count")? },
         max_seq_len: need("context_length")?,
         rope_theta: float("rope.freq_base", 10_000.0)?,
         rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
@@ -114,7 +117,7 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
         pad_token_id: id("tokenizer.ggml.padding_token_id")?,
         // llama.cpp's `llama` architecture renormalises the top-k weights and never jitters.
         routing: Default::default(),
-        dense: false,
+        dense,
     };
     config.validate().map_err(|e| file.error(format!("the metadata describes an invalid model: {e}")))?;
     if let Some(rot) = uint("rope.dimension_count")? {
@@ -128,7 +131,8 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
     Ok(config)
 }
 
-/// The metadata llama.cpp needs to run a model of shape `config` (architecture `llama`).
+/// The metadata llama.cpp needs to run a model of shape `config` (architecture `llama`; no
+/// expert keys for a dense model).
 pub fn mixtral_metadata(config: &MixtralConfig, name: &str) -> Vec<(String, GgufValue)> {
     let c = config;
     let u = |v: usize| GgufValue::U32(u32::try_from(v).unwrap_or(u32::MAX));
@@ -148,11 +152,14 @@ pub fn mixtral_metadata(config: &MixtralConfig, name: &str) -> Vec<(String, Gguf
         ("attention.value_length", u(c.head_dim)),
         ("attention.layer_norm_rms_epsilon", GgufValue::F32(c.rms_norm_eps as f32)),
         ("rope.freq_base", GgufValue::F32(c.rope_theta as f32)),
-        ("expert_count", u(c.n_experts)),
-        ("expert_used_count", u(c.top_k)),
         ("vocab_size", u(c.vocab_size)),
     ];
     out.extend(llama.into_iter().map(|(k, v)| (format!("llama.{k}"), v)));
+    // llama.cpp reads a file without these as a dense model.
+    if !c.dense {
+        out.push(("llama.expert_count".into(), u(c.n_experts)));
+        out.push(("llama.expert_used_count".into(), u(c.top_k)));
+    }
     if let Some(w) = c.sliding_window {
         out.push(("llama.attention.sliding_window".into(), u(w)));
     }

@@ -18,7 +18,7 @@ use crate::quant::{quantize, WRITABLE};
 /// How [`save_gguf`] stores a model's weights.
 #[derive(Debug, Clone)]
 pub struct GgufExport {
-    /// Type of the expert matrices (most of a Mixtral's weights).
+    /// Type of the expert matrices (most of a Mixtral's weights), or of a dense model's FFN.
     pub experts: GgmlType,
     /// Type of the other matrices: embedding, attention, LM head.
     pub dense: GgmlType,
@@ -76,8 +76,8 @@ enum Content {
     Experts { layer: usize, proj: ExpertProj, part: usize },
 }
 
-/// Writes `model` as a GGUF file in llama.cpp's `llama` layout (merged `ffn_*_exps` experts,
-/// q/k rows in llama.cpp's order), weights of the types `options` names, so that
+/// Writes `model` as a GGUF file in llama.cpp's `llama` layout (merged `ffn_*_exps` experts, or
+/// a dense model's `ffn_{gate,up,down}`; q/k rows in llama.cpp's order), weights of the types `options` names, so that
 /// [`super::load_gguf`] and llama.cpp read it. A matrix whose rows are not whole blocks of its
 /// type is written as f16 instead (as `llama-quantize` falls back). Tensors are read from the
 /// device and encoded one at a time.
@@ -178,6 +178,13 @@ fn write_mixtral_gguf(
             add(Content::Param { param: a, part: 0, heads }, a.hub_shape(config), options.dense);
         }
         add(param(HubParam::PostAttentionNorm(n)), HubParam::PostAttentionNorm(n).hub_shape(config), GgmlType::F32);
+        if config.dense {
+            for (proj, part) in [(ExpertProj::GateUp, 0), (ExpertProj::Down, 0), (ExpertProj::GateUp, 1)] {
+                let mlp = HubParam::Mlp(n, proj);
+                add(Content::Param { param: mlp, part, heads: None }, mlp.hub_shape(config), options.experts);
+            }
+            continue;
+        }
         add(param(HubParam::Router(n)), HubParam::Router(n).hub_shape(config), GgmlType::F32);
         for (proj, part) in [(ExpertProj::GateUp, 0), (ExpertProj::Down, 0), (ExpertProj::GateUp, 1)] {
             let mut shape = HubParam::Expert(n, 0, proj).hub_shape(config);

@@ -1,5 +1,5 @@
 //! GGUF, llama.cpp's model file: read Mixtral-architecture files (as llama.cpp, Ollama and the
-//! Hub's quantized uploads write them) and write them.
+//! Hub's quantized uploads write them), and dense Llama/Mistral ones, and write both.
 //!
 //! - [`GgufFile`]: the header, metadata and tensor directory, every size and offset checked
 //!   against the file before use; tensor data stays in the memory-mapped file.
@@ -60,7 +60,7 @@ use crate::error::Result;
 use crate::io::load_hub_weights;
 use crate::model::Mixtral;
 
-/// Loads a Mixtral-architecture GGUF file onto `device`. Quantized projections keep their
+/// Loads a Mixtral-architecture (or dense Llama/Mistral) GGUF file onto `device`. Quantized projections keep their
 /// blocks, read in place from the memory-mapped file (see [`crate::nn::Projection`]); the rest
 /// (embedding, norms, routers, and f32/f16/bf16 tensors) becomes float parameters.
 pub fn load_gguf<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Mixtral<B>> {

@@ -1,5 +1,6 @@
 //! The one table between GGUF tensor names (llama.cpp's `llama` architecture, which Mixtral
-//! files use) and this crate's [`HubParam`]s, and llama.cpp's q/k row order.
+//! and dense Mistral/Llama files use) and this crate's [`HubParam`]s, and llama.cpp's q/k row
+//! order.
 //!
 //! | GGUF tensor                                  | [`HubParam`] (part)           |
 //! |----------------------------------------------|-------------------------------|
@@ -11,6 +12,8 @@
 //! | `blk.N.ffn_gate_exps.weight` `[E, F, D]`, or `blk.N.ffn_gate.X.weight` | `Expert(N, X, GateUp)` (0) |
 //! | `blk.N.ffn_up_exps.weight`, or `blk.N.ffn_up.X.weight`                | `Expert(N, X, GateUp)` (1) |
 //! | `blk.N.ffn_down_exps.weight`, or `blk.N.ffn_down.X.weight`            | `Expert(N, X, Down)`       |
+//! | `blk.N.ffn_{gate,up}.weight` (a dense model's)                         | `Mlp(N, GateUp)` (0, 1)    |
+//! | `blk.N.ffn_down.weight` (a dense model's)                              | `Mlp(N, Down)`             |
 //! | `output_norm.weight`                         | `FinalNorm`                   |
 //! | `output.weight` (absent when tied)           | `LmHead`                      |
 //!

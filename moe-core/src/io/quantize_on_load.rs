@@ -10,8 +10,8 @@ use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
 use crate::quant::{quantize, GgmlType, QuantMatrix, WRITABLE};
 
-/// [`CheckpointTensors`] whose attention, expert and LM-head matrices come out quantized to
-/// block types: pass it to [`super::load_hub_weights`]. Tensors the source already holds in
+/// [`CheckpointTensors`] whose attention, expert (or a dense model's FFN) and LM-head matrices
+/// come out quantized to block types: pass it to [`super::load_hub_weights`]. Tensors the source already holds in
 /// blocks (a quantized GGUF file's) are kept as they are; embeddings, norms and routers stay
 /// floats (as llama.cpp's `llama-quantize` keeps norms and routers); a matrix whose rows are
 /// not whole blocks of the type stays floats too.
@@ -46,7 +46,7 @@ impl<W: CheckpointTensors> QuantizeOnLoad<W> {
         Ok(Self { inner, experts: ty, dense: Some(ty) })
     }
 
-    /// The experts as `ty`, attention and LM head left in floats.
+    /// The experts (a dense model's FFN) as `ty`, attention and LM head left in floats.
     pub fn experts_only(inner: W, ty: GgmlType) -> Result<Self> {
         check(ty)?;
         Ok(Self { inner, experts: ty, dense: None })
@@ -85,7 +85,8 @@ impl<W: CheckpointTensors> CheckpointTensors for QuantizeOnLoad<W> {
             return Some(blocks);
         }
         let ty = match param {
-            HubParam::Expert(..) | HubParam::SharedExpert(..) => self.experts,
+            // A dense model's FFN is where an MoE's experts are: most of the weights.
+            HubParam::Expert(..) | HubParam::SharedExpert(..) | HubParam::Mlp(..) => self.experts,
             HubParam::Attention(..) | HubParam::LmHead => self.dense?,
             _ => return None,
         };
