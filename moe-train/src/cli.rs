@@ -178,6 +178,11 @@ pub enum Command {
     /// a MoE (FFNs become experts, the rest is averaged) and train it on all the data; reports
     /// every stage (OUT/btx.md, .json).
     Btx(crate::btx::BtxArgs),
+    /// The ways to a MoE at equal training compute on the built-in corpus: joint training from
+    /// scratch, upcycling a dense model, Branch-Train-MiX, and a dense model of the same compute
+    /// per token, trained alone and distilled from the joint MoE; one table (OUT/paths.md,
+    /// .json: val loss and accuracy per task, NMI) and one plot (OUT/paths.png).
+    Paths(crate::paths::PathsArgs),
 }
 
 /// Options of `moe-train compare`.
@@ -335,6 +340,18 @@ pub fn run() -> Result<()> {
             match args.common.json {
                 true => println!("{}", serde_json::to_string(&stages)?),
                 false => print!("{}", crate::btx::markdown_table(&stages)),
+            }
+            return Ok(());
+        }
+        Some(Command::Paths(args)) => {
+            let out = args.common.out_dir("paths");
+            let rows = crate::paths::run(args, &out, std::io::stderr().is_terminal())?;
+            match args.common.json {
+                true => println!("{}", serde_json::to_string(&rows)?),
+                false => {
+                    print!("{}", crate::paths::markdown_table(&rows));
+                    println!("wrote {0}/paths.md, {0}/paths.json, {0}/paths.png", out.display());
+                }
             }
             return Ok(());
         }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{read_log, LogRecord};
+use crate::report::{percent, task_names, task_value, write_md_json, Table};
 use crate::trainer::RunSummary;
 use moe_core::moe::{RoutingConfig, Scoring};
 
@@ -221,33 +222,24 @@ pub fn coefficient_of_variation(xs: &[f64]) -> f64 {
 
 /// The comparison as a Markdown table, one row per scheme and one column per task.
 pub fn markdown_table(results: &[SchemeResult]) -> String {
-    let tasks: Vec<&str> =
-        results.first().map(|r| r.task_accuracy.iter().map(|(t, _)| t.as_str()).collect()).unwrap_or_default();
-    let mut out = String::from("| scheme | active params | val loss | dropped | load CV | experts < 2% | NMI |");
-    for task in &tasks {
-        out.push_str(&format!(" {task} |"));
-    }
-    out.push_str(" tokens/s |\n|---|---:|---:|---:|---:|---:|---:|");
-    out.push_str(&"---:|".repeat(tasks.len()));
-    out.push_str("---:|\n");
+    let tasks = task_names(results.iter().map(|r| &r.task_accuracy[..]));
+    let first = ["scheme", "active params", "val loss", "dropped", "load CV", "experts < 2%", "NMI"];
+    let mut table = Table::new(&first, 1, &tasks, &["tokens/s"]);
     for r in results {
-        out.push_str(&format!(
-            "| {} | {:.2}M | {:.3} | {:.1}% | {:.2} | {}/{} | {} |",
-            r.scheme,
-            r.active_params as f64 / 1e6,
-            r.val_loss,
-            100.0 * r.dropped_fraction,
-            r.load_cv,
-            r.dead_experts,
-            r.experts,
+        let mut cells = vec![
+            r.scheme.clone(),
+            format!("{:.2}M", r.active_params as f64 / 1e6),
+            format!("{:.3}", r.val_loss),
+            format!("{:.1}%", 100.0 * r.dropped_fraction),
+            format!("{:.2}", r.load_cv),
+            format!("{}/{}", r.dead_experts, r.experts),
             r.nmi.map_or("-".into(), |n| format!("{n:.2}")),
-        ));
-        for task in &tasks {
-            let acc = r.task_accuracy.iter().find(|(t, _)| t == task).map(|(_, a)| *a);
-            out.push_str(&acc.map_or(" - |".into(), |a| format!(" {:.0}% |", 100.0 * a)));
-        }
-        out.push_str(&format!(" {:.0} |\n", r.tokens_per_sec));
+        ];
+        cells.extend(tasks.iter().map(|t| task_value(&r.task_accuracy, t).map_or("-".into(), percent)));
+        cells.push(format!("{:.0}", r.tokens_per_sec));
+        table.row(cells);
     }
+    let mut out = table.into_string();
     out.push('\n');
     for r in results {
         out.push_str(&format!("- `{}`: {}\n", r.scheme, r.about));
@@ -257,15 +249,19 @@ pub fn markdown_table(results: &[SchemeResult]) -> String {
 
 /// Writes `comparison.md`, `comparison.json` and `comparison.png` into `dir`; returns the files.
 pub fn write_report(dir: &Path, results: &[SchemeResult]) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let md = dir.join("comparison.md");
-    std::fs::write(&md, markdown_table(results)).map_err(|e| TrainError::io(&md, e))?;
-    let json = dir.join("comparison.json");
-    let text = serde_json::to_string_pretty(results).expect("results serialise");
-    std::fs::write(&json, text).map_err(|e| TrainError::io(&json, e))?;
+    let [md, json] = write_md_json(dir, "comparison", &markdown_table(results), &results)?;
     let png = dir.join("comparison.png");
-    let curves: Vec<(&str, &[(usize, f32)])> = results.iter().map(|r| (r.scheme.as_str(), &r.val_curve[..])).collect();
-    crate::plots::draw_comparison(&png, &curves)?;
+    let curves = results
+        .iter()
+        .map(|r| (r.scheme.as_str(), vec![r.val_curve.iter().map(|&(step, loss)| (step as f64, loss)).collect()]))
+        .collect();
+    // The plot leaves out step 0 (see `draw_lines`): say where it starts.
+    let from = results.iter().flat_map(|r| &r.val_curve).map(|p| p.0).filter(|&s| s > 0).min();
+    let title = match from {
+        Some(step) => format!("Validation loss by routing scheme (from step {step})"),
+        None => "Validation loss by routing scheme".to_string(),
+    };
+    crate::plots::draw_lines(&png, &crate::plots::LineChart { title, x_desc: "step", curves })?;
     Ok(vec![md, json, png])
 }
 

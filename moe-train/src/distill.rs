@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
-use moe_core::backend::{run_on, BackendTask, Precision};
+use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 use moe_core::config::HfMixtralConfig;
 use moe_core::io::load_hub_checkpoint;
 use moe_core::model::Mixtral;
@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::{DistillSettings, TrainConfig};
 use crate::setup::{new_run, DataSpec};
-use crate::trainer::{evaluate, RunSetup, TrainTask};
+use crate::trainer::{evaluate, RunSetup, RunSummary, TrainTask};
 
 /// Options of `moe-train distill`.
 #[derive(clap::Args, Debug)]
@@ -109,18 +109,34 @@ pub fn run(args: &DistillArgs, out: PathBuf, progress: bool) -> Result<DistillRe
     t.distill =
         Some(DistillSettings { teacher: teacher_dir.clone(), temperature: args.temperature, alpha: args.alpha });
     let spec = DataSpec { paths: args.data.clone(), ..DataSpec::default() };
-    let setup = new_run(config, spec, &out, progress)?;
+    Ok(run_config(config, spec, kind, &out, progress)?.0)
+}
+
+/// Trains the student `config` (whose `train.distill` names the teacher) on `spec` into `out`
+/// on backend `kind`, then measures both; returns the report (also `OUT/distill.json`) and the
+/// student's run.
+pub fn run_config(
+    config: TrainConfig,
+    spec: DataSpec,
+    kind: BackendKind,
+    out: &Path,
+    progress: bool,
+) -> Result<(DistillReport, RunSummary)> {
+    let Some(settings) = config.train.distill.clone() else {
+        bail!("train.distill is not set: there is no teacher to distil");
+    };
+    let setup = new_run(config, spec, out, progress)?;
     let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })??;
     let (teacher, student) = run_on(
         kind,
         Precision::F32,
-        CompareTask { setup: &setup, teacher: &teacher_dir, student: &summary.model_dir },
+        CompareTask { setup: &setup, teacher: &settings.teacher, student: &summary.model_dir },
     )??;
-    let report =
-        DistillReport { temperature: args.temperature, alpha: args.alpha, steps: summary.steps, teacher, student };
+    let (temperature, alpha) = (settings.temperature, settings.alpha);
+    let report = DistillReport { temperature, alpha, steps: summary.steps, teacher, student };
     let text = serde_json::to_string_pretty(&report)?;
     moe_core::fs::write_atomic(&setup.run_dir.join("distill.json"), text.as_bytes())?;
-    Ok(report)
+    Ok((report, summary))
 }
 
 /// The report as a Markdown table.

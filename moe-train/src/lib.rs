@@ -10,7 +10,9 @@
 //! - [`metrics`] and [`plots`]: per-step/per-eval JSONL, expert load, router entropy,
 //!   task/expert specialisation, PNG plots;
 //! - [`trainer::train`]: the loop that ties them together; [`setup`] prepares a run folder.
-//! - [`compare`]: the routing schemes trained side by side (`moe-train compare`).
+//! - [`compare`]: the routing schemes trained side by side (`moe-train compare`);
+//! - [`upcycle`], [`btx`], [`distill`] and [`paths`]: from dense to sparse and back, and the
+//!   ways to a MoE compared at equal compute.
 //!
 //! The `moe-train` binary is [`cli::run`].
 
@@ -28,7 +30,9 @@ pub mod experiment;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
+pub mod paths;
 pub mod plots;
+pub mod report;
 pub mod samples;
 pub mod setup;
 pub mod trainer;

@@ -189,47 +189,62 @@ fn routing_heatmap(path: &Path, eval: &EvalRecord, tasks: &[&str]) -> DrawResult
     Ok(())
 }
 
-/// Validation loss against step, one line per scheme of `moe-train compare`, with the legend
-/// in a column of its own beside the chart so that it covers no line.
-pub fn draw_comparison(path: &Path, curves: &[(&str, &[(usize, f32)])]) -> Result<()> {
-    register();
-    comparison(path, curves).map_err(|e| plot_error(path, e))
+/// One line of a [`LineChart`]: segments of `(x, y)` points, drawn apart.
+pub type Segments = Vec<Vec<(f64, f32)>>;
+
+/// A chart of lines, one per name, with the legend in a column of its own beside it so that it
+/// covers no line (`moe-train compare` and `moe-train paths`).
+pub struct LineChart<'a> {
+    /// The caption.
+    pub title: String,
+    /// What the x axis counts.
+    pub x_desc: &'a str,
+    /// `(name, segments of points)`, drawn in this order; a line breaks between segments
+    /// (stages whose loss is not measured on the same data in between).
+    pub curves: Vec<(&'a str, Segments)>,
 }
 
-fn comparison(path: &Path, curves: &[(&str, &[(usize, f32)])]) -> DrawResult {
+/// Draws `chart` as a PNG at `path`. Points at `x = 0` are left out when every curve has
+/// others: every run starts from the same untrained loss (about ln V), which drawn squeezes the
+/// differences between them into a few pixels.
+pub fn draw_lines(path: &Path, chart: &LineChart) -> Result<()> {
+    register();
+    lines(path, chart).map_err(|e| plot_error(path, e))
+}
+
+fn lines(path: &Path, chart: &LineChart) -> DrawResult {
     let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (plot, legend) = root.split_horizontally(780);
-    // Every scheme starts from the same untrained loss (about ln V); drawn, it squeezes the
-    // differences between schemes into a few pixels, so the curves start at the first
-    // evaluation after step 0 when there is one.
-    let trained: Vec<(&str, Vec<(usize, f32)>)> =
-        curves.iter().map(|(name, c)| (*name, c.iter().copied().filter(|p| p.0 > 0).collect())).collect();
-    let curves: Vec<(&str, Vec<(usize, f32)>)> = match trained.iter().all(|(_, c)| !c.is_empty()) {
+    let trained: Vec<(&str, Segments)> = chart
+        .curves
+        .iter()
+        .map(|(name, c)| (*name, c.iter().map(|s| s.iter().copied().filter(|p| p.0 > 0.0).collect()).collect()))
+        .collect();
+    let curves = match trained.iter().all(|(_, c)| c.iter().any(|s| !s.is_empty())) {
         true => trained,
-        false => curves.iter().map(|(name, c)| (*name, c.to_vec())).collect(),
+        false => chart.curves.clone(),
     };
-    let points = curves.iter().flat_map(|(_, c)| c.iter());
-    let first_step = points.clone().map(|p| p.0).min().unwrap_or(0);
-    let last_step = points.clone().map(|p| p.0).max().unwrap_or(1).max(first_step + 1);
+    let points = curves.iter().flat_map(|(_, c)| c.iter().flatten());
+    let first = points.clone().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let last = points.clone().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let (first, last) = if first.is_finite() { (first, last.max(first + 1e-9)) } else { (0.0, 1.0) };
     let (lo, hi) = points.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
     let margin = ((hi - lo) * 0.05).max(1e-3);
-    let caption = match first_step {
-        0 => "Validation loss by routing scheme".to_string(),
-        s => format!("Validation loss by routing scheme (from step {s})"),
-    };
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(caption, ("sans-serif", 24))
+    let mut plotted = ChartBuilder::on(&plot)
+        .caption(&chart.title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(first_step..last_step, (lo - margin).max(0.0)..hi + margin)?;
-    chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats)").draw()?;
-    for (i, (_, curve)) in curves.iter().enumerate() {
+        .build_cartesian_2d(first..last, (lo - margin).max(0.0)..hi + margin)?;
+    plotted.configure_mesh().x_desc(chart.x_desc).y_desc("cross-entropy (nats)").draw()?;
+    for (i, (_, segments)) in curves.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        chart.draw_series(LineSeries::new(curve.iter().copied(), color.stroke_width(2)))?;
-        chart.draw_series(curve.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        for segment in segments {
+            plotted.draw_series(LineSeries::new(segment.iter().copied(), color.stroke_width(2)))?;
+            plotted.draw_series(segment.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
     }
     for (i, (name, _)) in curves.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();

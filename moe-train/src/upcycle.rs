@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use moe_core::backend::Cpu;
+use moe_core::config::MixtralConfig;
 use moe_core::convert::{upcycle, RouterInit, UpcycleConfig};
 use moe_core::io::{load_hub_checkpoint, save_hub_checkpoint, WeightDtype};
 
@@ -52,17 +53,24 @@ pub fn run(args: &UpcycleArgs) -> Result<PathBuf> {
         seed: args.seed,
         ..UpcycleConfig::new(args.experts, args.top_k)
     };
+    upcycle_folder(&args.from, &config, &args.out)?;
+    eprintln!("train it on with: moe-train --init {} [--data ...] [--steps N]", args.out.display());
+    Ok(args.out.clone())
+}
+
+/// Upcycles the dense model folder `from` as `config` says into the new folder `out` (with the
+/// dense model's tokenizer); returns the new model's shape.
+pub fn upcycle_folder(from: &Path, config: &UpcycleConfig, out: &Path) -> Result<MixtralConfig> {
     let device = Default::default();
-    let dense =
-        load_hub_checkpoint::<Cpu>(&args.from, &device).with_context(|| format!("--from {}", args.from.display()))?;
+    let dense = load_hub_checkpoint::<Cpu>(from, &device).with_context(|| format!("--from {}", from.display()))?;
     let (dense_params, layers) = (dense.config().num_params(), dense.config().n_layers);
-    let moe = upcycle(dense, &config).with_context(|| format!("upcycling {}", args.from.display()))?;
-    save_hub_checkpoint(&moe, &args.out, WeightDtype::F32)?;
-    copy_tokenizer(&args.from, &args.out)?;
+    let moe = upcycle(dense, config).with_context(|| format!("upcycling {}", from.display()))?;
+    save_hub_checkpoint(&moe, out, WeightDtype::F32)?;
+    copy_tokenizer(from, out)?;
     let c = moe.config();
     eprintln!(
         "upcycled {} ({:.2}M parameters) into {} layers of {} experts (top-{}): {:.2}M parameters, {:.2}M active per token",
-        args.from.display(),
+        from.display(),
         dense_params as f64 / 1e6,
         layers,
         c.n_experts,
@@ -70,8 +78,7 @@ pub fn run(args: &UpcycleArgs) -> Result<PathBuf> {
         c.num_params() as f64 / 1e6,
         c.num_active_params() as f64 / 1e6
     );
-    eprintln!("train it on with: moe-train --init {} [--data ...] [--steps N]", args.out.display());
-    Ok(args.out.clone())
+    Ok(c.clone())
 }
 
 /// The dense model's tokenizer goes along: the upcycled embedding rows are its tokens.

@@ -344,3 +344,45 @@ fn compare_writes_one_table_and_one_plot() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("\"nope\" is not a scheme"), "{}", stderr(&out));
 }
+
+/// `moe-train paths` trains every path on the same data and reports them at equal compute: the
+/// three MoE paths end in one shape, the dense and distilled ones in its dense counterpart; the
+/// curves run forward in compute (upcycling's MoE picks up where its dense model stopped); bad
+/// options are refused before anything trains.
+#[test]
+fn paths_compares_the_ways_to_a_moe() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moe_train(&["paths", "--steps", "3", "--out", "p", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(names, ["joint", "upcycled", "BTX", "dense", "distilled"]);
+    let field = |i: usize, key: &str| rows[i][key].as_u64().unwrap();
+    for i in [1, 2] {
+        assert_eq!((field(i, "params"), field(i, "active_params")), (field(0, "params"), field(0, "active_params")));
+    }
+    // The dense shape computes what the top-2 experts do: only the routers (2 layers of 5 x 64) differ.
+    assert_eq!(field(0, "active_params") - field(3, "active_params"), 2 * 5 * 64);
+    assert_eq!(field(3, "params"), field(4, "params"));
+    for row in rows {
+        assert!(row["val_loss"].as_f64().unwrap().is_finite() && row["compute_flops"].as_f64().unwrap() > 0.0);
+        assert_eq!(row["task_val_loss"].as_array().unwrap().len(), 5, "{row}");
+        let segments = row["curve"].as_array().unwrap();
+        assert_eq!(segments.len(), if row["path"] == "BTX" { 2 } else { 1 }, "{row}");
+        let xs: Vec<f64> =
+            segments.iter().flat_map(|s| s.as_array().unwrap()).map(|p| p[0].as_f64().unwrap()).collect();
+        assert!(xs.windows(2).all(|w| w[0] <= w[1]) && xs.len() >= 2, "{row}");
+    }
+    assert!(rows[0]["nmi"].is_number() && rows[3]["nmi"].is_null());
+    for file in ["paths.md", "paths.json", "paths.png", "btx/btx.md", "distilled/distill.json"] {
+        assert!(dir.path().join("p").join(file).is_file(), "{file}");
+    }
+
+    for (args, needle) in
+        [(&["paths", "--dense-share", "1.5"][..], "--dense-share"), (&["paths", "--steps", "0"], "--steps")]
+    {
+        let out = moe_train(args, dir.path());
+        assert!(!out.status.success() && stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
