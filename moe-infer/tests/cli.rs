@@ -172,6 +172,17 @@ fn inspect_reports_counts_and_memory() {
     // The weights on disk are f32: the safetensors payload is about 4 bytes per parameter.
     let on_disk = std::fs::metadata(tiny.join("model.safetensors")).unwrap().len();
     assert!(on_disk >= 4 * total && on_disk < 4 * total + 64 * 1024, "{on_disk} vs {total}");
+
+    // The same shape as a dense Mistral: one FFN, every parameter active, said so in words.
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(tiny.join("config.json")).unwrap().replace("\"mixtral\"", "\"mistral\"");
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let model = dir.path().to_str().unwrap();
+    let dense = json(&moe_infer(&["inspect", "--model", model, "--json"]));
+    assert_eq!(dense["params_total"], dense["params_active_per_token"]);
+    let out = moe_infer(&["inspect", "--model", model]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dense FFN d_ff 128") && !text.contains("experts"), "{text}");
 }
 
 #[test]

@@ -55,9 +55,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         return Ok(());
     }
     println!("model: {}", args.model.display());
+    let ffn = match c.dense {
+        true => format!("dense FFN d_ff {}", c.d_ff),
+        false => format!("experts {} x d_ff {}, top-{} routing", c.n_experts, c.d_ff, c.top_k),
+    };
     println!(
-        "  {} layers, d_model {}, {} heads ({} KV heads, head_dim {}), experts {} x d_ff {}, top-{} routing",
-        c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.n_experts, c.d_ff, c.top_k
+        "  {} layers, d_model {}, {} heads ({} KV heads, head_dim {}), {ffn}",
+        c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim
     );
     println!(
         "  vocab {}, context {}, rope theta {}, sliding window {}, tied embeddings {}",
