@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::bandwidth::host_read_bandwidth_gbs;
 use crate::timing::median;
 
 #[derive(Debug, Serialize)]
@@ -144,41 +145,4 @@ fn decode_bytes<B: Backend>(model: &Mixtral<B>, precision: Precision) -> u64 {
         }
     }
     bytes
-}
-
-/// Host memory read bandwidth: the best of 5 sums over a 1 GiB buffer, split over every core.
-///
-/// Each thread sums into 32 independent lanes, which the compiler turns into SIMD adds with no
-/// dependency chain between loads, so the loop waits on memory, not on the adder. (A plain
-/// `iter().sum::<f32>()` is one serial chain of float adds, which cannot be reordered: it ran at
-/// 11.7 GB/s on CPU-2 where this runs at 15-17 GB/s with a build going on beside it.)
-pub fn host_read_bandwidth_gbs() -> f64 {
-    const LANES: usize = 32;
-    let n = 256 << 20; // f32s
-    let data = vec![1.0f32; n];
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let started = std::time::Instant::now();
-        let total: f32 = std::thread::scope(|s| {
-            let handles: Vec<_> = data
-                .chunks(n.div_ceil(threads))
-                .map(|chunk| {
-                    s.spawn(move || {
-                        let mut acc = [0f32; LANES];
-                        for block in chunk.chunks_exact(LANES) {
-                            for (a, x) in acc.iter_mut().zip(block) {
-                                *a += x;
-                            }
-                        }
-                        acc.iter().sum::<f32>()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("the sum does not panic")).sum()
-        });
-        std::hint::black_box(total);
-        best = best.max((n * 4) as f64 / started.elapsed().as_secs_f64() / 1e9);
-    }
-    best
 }

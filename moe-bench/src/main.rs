@@ -1,5 +1,6 @@
 //! `moe-bench`: speed of the sparse MoE layer against its baselines, and of decoding.
 
+mod bandwidth;
 mod cli;
 mod decode;
 mod layer;
