@@ -103,8 +103,14 @@ pub(super) fn tiled<P: Panels>(x: &[f32], w: &P, m: usize, k: usize, n: usize) -
     let tiles = n.div_ceil(TILE);
     let per_task = tiles.div_ceil(4 * rayon::current_num_threads()).clamp(1, PANEL);
     let tasks: Vec<_> = (0..tiles).step_by(per_task).map(|t| t * TILE..((t + per_task) * TILE).min(n)).collect();
+    // `x` packed once for every task: block `b` of `ROWS` rows, step `kk` at
+    // `xp[(b * k + kk) * ROWS..]`, so the kernel's broadcasts read one contiguous stream instead
+    // of `ROWS` rows `K` apart. (In a throwaway harness, `[128, 4096] x [4096, 14336]` f32, this
+    // took the kernel from 65 to 100-109 GFLOP/s; packing it per task instead repeated it for
+    // each of the dozens of tasks.)
+    let xp = pack_rows(x, m, k);
     let bands: Vec<(usize, Vec<f32>)> =
-        tasks.into_par_iter().map(|cols| (cols.start, columns(x, w, m, k, cols))).collect();
+        tasks.into_par_iter().map(|cols| (cols.start, columns(x, &xp, w, m, k, cols))).collect();
     for (c0, band) in bands {
         let width = band.len() / m;
         for (row, values) in out.chunks_exact_mut(n).zip(band.chunks_exact(width)) {
@@ -114,14 +120,27 @@ pub(super) fn tiled<P: Panels>(x: &[f32], w: &P, m: usize, k: usize, n: usize) -
     out
 }
 
-/// Columns `cols` of the product, `[M, cols.len()]` row-major.
-fn columns<P: Panels>(x: &[f32], w: &P, m: usize, k: usize, cols: Range<usize>) -> Vec<f32> {
+/// `x` (`[M, K]`) in blocks of [`ROWS`] rows, step by step: row `b * ROWS + i`, column `kk` at
+/// `[(b * K + kk) * ROWS + i]`; the rows past `M` in the last block are zeros.
+fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut xp = vec![0.0f32; m.div_ceil(ROWS) * k * ROWS];
+    for (r, row) in x.chunks_exact(k).enumerate() {
+        let block = &mut xp[r / ROWS * k * ROWS..][..k * ROWS];
+        for (kk, v) in row.iter().enumerate() {
+            block[kk * ROWS + r % ROWS] = *v;
+        }
+    }
+    xp
+}
+
+/// Columns `cols` of the product, `[M, cols.len()]` row-major; `xp` is `x` by [`pack_rows`].
+fn columns<P: Panels>(x: &[f32], xp: &[f32], w: &P, m: usize, k: usize, cols: Range<usize>) -> Vec<f32> {
     let width = cols.len();
     let mut band = vec![0.0f32; m * width];
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma_f16c() {
         // SAFETY: the CPU has the features the function is compiled for.
-        let done = unsafe { x86::columns(x, w, m, k, cols.clone(), &mut band) };
+        let done = unsafe { x86::columns(xp, w, m, k, cols.clone(), &mut band) };
         if done < width {
             w.columns(x, m, k, cols.start + done..cols.end, &mut band, width, done);
         }
@@ -139,10 +158,18 @@ mod x86 {
     use super::super::weights::{Load, Weights};
     use super::{Panels, DEPTH, PREFETCH_ROWS, ROWS, TILE};
 
-    /// Runs the whole tiles of `cols` into `band`; returns how many columns that covered.
+    thread_local! {
+        /// Each thread's buffer for packed tiles, kept between calls: a fresh zero-filled one
+        /// per task was 3.4% of a 128-token prefill (`memset`), all of it overwritten by the
+        /// packing before it is read.
+        static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Runs the whole tiles of `cols` into `band`; returns how many columns that covered. `xp`
+    /// is `x` by [`super::pack_rows`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn columns<P: Panels>(
-        x: &[f32],
+        xp: &[f32],
         w: &P,
         m: usize,
         k: usize,
@@ -154,29 +181,39 @@ mod x86 {
         if full_tiles == 0 {
             return 0;
         }
-        let mut packed = vec![0.0f32; full_tiles * DEPTH * TILE];
-        // `x` packed too: block `b` of `ROWS` rows, step `kk` at `xp[(b * depth + kk) * ROWS..]`,
-        // so the kernel's broadcasts read one contiguous stream instead of `ROWS` rows `K`
-        // apart. In a throwaway harness (`[128, 4096] x [4096, 14336]` f32) this took the kernel from
-        // 65 to 100-109 GFLOP/s.
+        PACKED.with_borrow_mut(|packed| {
+            if packed.len() < full_tiles * DEPTH * TILE {
+                packed.resize(full_tiles * DEPTH * TILE, 0.0);
+            }
+            // SAFETY: the caller's CPU features, passed on.
+            unsafe { panels(xp, w, m, k, cols.start, full_tiles, band, packed) };
+        });
+        full_tiles * TILE
+    }
+
+    /// [`columns`] over `full_tiles` tiles from column `c0`, packing into `packed`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn panels<P: Panels>(
+        xp: &[f32],
+        w: &P,
+        m: usize,
+        k: usize,
+        c0: usize,
+        full_tiles: usize,
+        band: &mut [f32],
+        packed: &mut [f32],
+    ) {
+        let width = band.len() / m;
         let blocks = m.div_ceil(ROWS);
-        let mut xp = vec![0.0f32; blocks * DEPTH * ROWS];
         for k0 in (0..k).step_by(DEPTH) {
             let depth = DEPTH.min(k - k0);
-            w.pack(cols.start..cols.start + full_tiles * TILE, k0, depth, &mut packed);
-            for (b, xp) in xp.chunks_exact_mut(DEPTH * ROWS).enumerate() {
-                for i in 0..ROWS.min(m - b * ROWS) {
-                    let row = &x[(b * ROWS + i) * k + k0..][..depth];
-                    for (kk, v) in row.iter().enumerate() {
-                        xp[kk * ROWS + i] = *v;
-                    }
-                }
-            }
+            w.pack(c0..c0 + full_tiles * TILE, k0, depth, packed);
             for t in 0..full_tiles {
                 let tile_w = &packed[t * depth * TILE..(t + 1) * depth * TILE];
                 for b in 0..blocks {
                     let (xs, out) =
-                        (xp.as_ptr().add(b * DEPTH * ROWS), band.as_mut_ptr().add(b * ROWS * width + t * TILE));
+                        (xp.as_ptr().add((b * k + k0) * ROWS), band.as_mut_ptr().add(b * ROWS * width + t * TILE));
                     match m - b * ROWS {
                         1 => tile::<1>(xs, tile_w, depth, out, width),
                         2 => tile::<2>(xs, tile_w, depth, out, width),
@@ -188,7 +225,6 @@ mod x86 {
                 }
             }
         }
-        full_tiles * TILE
     }
 
     /// Packs dense weights, widened to f32.

@@ -6,7 +6,8 @@ use std::any::Any;
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use super::blocked::blocked_matmul;
@@ -18,8 +19,9 @@ use super::weights::Weights;
 use super::{RopePositions, BLOCKED_ROWS, SKINNY_ROWS};
 use crate::quant::QuantMatrix;
 
-/// `x @ w` by this crate's kernels when `B` is burn-flex, `x` has at most [`BLOCKED_ROWS`] rows
-/// and `w` is a contiguous f32/f16/bf16 matrix `[1, ..., 1, K, N]`; otherwise the inputs back.
+/// `x @ w` by this crate's kernels when `B` is burn-flex and `w` is a contiguous f32/f16/bf16
+/// matrix `[1, ..., 1, K, N]`: up to [`BLOCKED_ROWS`] rows of `x`, or f32 `x` and `w` of any
+/// length (`gemm`); otherwise the inputs back.
 #[allow(clippy::type_complexity)]
 pub(super) fn matmul<B: Backend, const R: usize>(
     x: Tensor<B, 2>,
@@ -27,7 +29,7 @@ pub(super) fn matmul<B: Backend, const R: usize>(
 ) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, R>)> {
     let [m, k] = x.dims();
     let dims = w.dims();
-    if m > BLOCKED_ROWS || dims[..R - 2].iter().any(|&d| d != 1) || dims[R - 2] != k {
+    if dims[..R - 2].iter().any(|&d| d != 1) || dims[R - 2] != k {
         return Err((x, w));
     }
     let n = dims[R - 1];
@@ -55,11 +57,28 @@ pub(super) fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Result<Tens
     let out = match &hp {
         TensorPrimitive::Float(p) => as_flex::<B>(p).and_then(|h| {
             let data = match h.dtype() {
-                DType::F32 => TensorData::new(swiglu_rows(h.as_slice::<f32>()?, f, |v| v, |v| v), shape),
-                DType::F16 => TensorData::new(swiglu_rows(h.as_slice::<f16>()?, f, f16::to_f32, f16::from_f32), shape),
-                DType::BF16 => {
-                    TensorData::new(swiglu_rows(h.as_slice::<bf16>()?, f, bf16::to_f32, bf16::from_f32), shape)
+                DType::F32 => {
+                    let copy = |from: &[f32], to: &mut [f32]| to.copy_from_slice(from);
+                    TensorData::new(swiglu_rows(h.as_slice::<f32>()?, f, copy, copy), shape)
                 }
+                DType::F16 => TensorData::new(
+                    swiglu_rows(
+                        h.as_slice::<f16>()?,
+                        f,
+                        |from: &[f16], to: &mut [f32]| from.convert_to_f32_slice(to),
+                        |from: &[f32], to: &mut [f16]| to.convert_from_f32_slice(from),
+                    ),
+                    shape,
+                ),
+                DType::BF16 => TensorData::new(
+                    swiglu_rows(
+                        h.as_slice::<bf16>()?,
+                        f,
+                        |from: &[bf16], to: &mut [f32]| from.convert_to_f32_slice(to),
+                        |from: &[f32], to: &mut [bf16]| to.convert_from_f32_slice(from),
+                    ),
+                    shape,
+                ),
                 _ => return None,
             };
             from_flex::<B>(FlexTensor::from_data(data))
@@ -198,6 +217,53 @@ fn write_typed<E: burn::tensor::Element + bytemuck::Pod>(
     true
 }
 
+/// The routed experts' outputs weighted and added back in token order, in one pass, when `B`
+/// is burn-flex and every input is contiguous f32 with an integer index; otherwise the
+/// outputs back. Each slot's product is rounded before it is added, as in `y * w` followed by
+/// `select_assign`, so the sums are the same to the bit.
+pub(super) fn combine<B: Backend>(
+    outputs: Vec<Tensor<B, 2>>,
+    weights: &Tensor<B, 2>,
+    token_index: &Tensor<B, 1, Int>,
+    tokens: usize,
+) -> Result<Tensor<B, 2>, Vec<Tensor<B, 2>>> {
+    let Some(d) = outputs.first().map(|o| o.dims()[1]) else { return Err(outputs) };
+    let prims: Vec<_> = outputs.into_iter().map(Tensor::into_primitive).collect();
+    let (wp, ip) = (weights.clone().into_primitive().tensor(), token_index.clone().into_primitive());
+    let hidden = (|| {
+        let ys = prims
+            .iter()
+            .map(|p| match p {
+                TensorPrimitive::Float(p) => as_flex::<B>(p)?.as_slice::<f32>(),
+                TensorPrimitive::QFloat(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let ws = as_flex::<B>(&wp)?.as_slice::<f32>()?;
+        let index = (&ip as &dyn Any).downcast_ref::<FlexTensor>()?;
+        let index: Vec<usize> = match index.dtype() {
+            DType::I64 => index.as_slice::<i64>()?.iter().map(|&i| usize::try_from(i).ok()).collect::<Option<_>>()?,
+            DType::I32 => index.as_slice::<i32>()?.iter().map(|&i| usize::try_from(i).ok()).collect::<Option<_>>()?,
+            _ => return None,
+        };
+        let slots: usize = ys.iter().map(|y| y.len() / d).sum();
+        if d == 0 || ys.iter().any(|y| y.len() % d != 0) || ws.len() != slots || index.len() != slots {
+            return None;
+        }
+        if index.iter().any(|&t| t >= tokens) {
+            return None;
+        }
+        let mut hidden = vec![0.0f32; tokens * d];
+        for ((row, &t), &w) in ys.iter().flat_map(|y| y.chunks_exact(d)).zip(&index).zip(ws) {
+            hidden[t * d..(t + 1) * d].iter_mut().zip(row).for_each(|(h, &v)| *h += v * w);
+        }
+        from_flex::<B>(FlexTensor::from_data(TensorData::new(hidden, [tokens, d])))
+    })();
+    match hidden {
+        Some(hidden) => Ok(Tensor::from_primitive(TensorPrimitive::Float(hidden))),
+        None => Err(prims.into_iter().map(Tensor::from_primitive).collect()),
+    }
+}
+
 fn as_flex<B: Backend>(p: &B::FloatTensorPrimitive) -> Option<&FlexTensor> {
     (p as &dyn Any).downcast_ref::<FlexTensor>()
 }
@@ -235,6 +301,58 @@ pub(super) fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> 
     }
 }
 
+/// `x @ w` for f32 `x` and `w` by `gemm` into a buffer of our own, `None` for other dtypes.
+///
+/// Why not burn-flex's matmul, which runs the same `gemm`: it allocates its output with
+/// `FlexTensor::empty`, which zero-fills a byte vector and then copies all of it into a new
+/// allocation (cubecl's `Bytes::from_bytes_vec` enforces a 16-byte alignment on a `Vec<u8>`
+/// whatever its address): 2.4% of the sparse layer's forward at `T = 2048` went to that copy
+/// (`perf` with DWARF call graphs, session 15), twice the output's pages touched for nothing.
+fn long_f32(x: &FlexTensor, w: &FlexTensor, m: usize, k: usize, n: usize) -> Option<FlexTensor> {
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    let w = w.as_slice::<f32>()?;
+    let (x, _) = f32_rows(x)?;
+    if x.len() != m * k || w.len() != k * n {
+        return None;
+    }
+    if m * n == 0 || k == 0 {
+        return Some(FlexTensor::from_data(TensorData::new(vec![0.0f32; m * n], [m, n])));
+    }
+    // Not zero-filled first: the fill was 1.3% of the layer's forward (`memset` under this
+    // function), and `gemm` writes every element.
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: `out` has room for `[m, n]`, `x` is `[m, k]` and `w` `[k, n]`, all row-major
+    // (strides below); with `read_dst` false, `gemm` writes all of `out = 1 * x w` without
+    // reading it, so every element is initialised before `set_len`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+        out.set_len(m * n);
+    }
+    Some(FlexTensor::from_data(TensorData::new(out, [m, n])))
+}
+
 /// A flex tensor's values as contiguous f32 (borrowed when they already are), and its dtype.
 fn f32_rows(x: &FlexTensor) -> Option<(std::borrow::Cow<'_, [f32]>, DType)> {
     use std::borrow::Cow;
@@ -270,6 +388,9 @@ fn in_dtype(out: Vec<f32>, shape: [usize; 2], dtype: DType) -> TensorData {
 /// The product in `x`'s dtype, or `None` where the kernel does not apply (a strided weight
 /// view, another dtype).
 fn run(x: &FlexTensor, w: &FlexTensor, m: usize, k: usize, n: usize) -> Option<FlexTensor> {
+    if m > BLOCKED_ROWS {
+        return long_f32(x, w, m, k, n);
+    }
     let weights = match w.dtype() {
         DType::F32 => Weights::F32(w.as_slice::<f32>()?),
         DType::F16 => Weights::F16(w.as_slice::<f16>()?),
@@ -306,7 +427,9 @@ mod tests {
             assert!(matmul(x, w).is_ok(), "flex, {rows} rows: a kernel of this crate");
         }
         let (x, w) = inputs::<Flex>(BLOCKED_ROWS + 1);
-        assert!(matmul(x, w).is_err(), "many rows: gemm");
+        assert!(matmul(x, w).is_ok(), "many rows, f32: gemm into a buffer of our own");
+        let (x, w) = inputs::<Flex>(BLOCKED_ROWS + 1);
+        assert!(matmul(x.cast(FloatDType::F16), w.cast(FloatDType::F16)).is_err(), "many rows, f16: Burn's matmul");
         let (x, w) = inputs::<Flex>(2);
         assert!(matmul(x, w.transpose().reshape([32, 80])).is_ok(), "a copied transpose is contiguous");
         let (x, w) = inputs::<Flex>(2);
@@ -324,6 +447,35 @@ mod tests {
         }
         let (x, w) = inputs::<Autodiff<Flex>>(3);
         assert!(swiglu(x.matmul(w)).is_err(), "autodiff: Burn's ops keep the graph");
+    }
+
+    #[test]
+    fn many_rows_match_burns_matmul() {
+        let (x, w) = inputs::<Flex>(BLOCKED_ROWS + 37);
+        let want = x.clone().unsqueeze::<3>().matmul(w.clone().unsqueeze::<3>()).reshape([BLOCKED_ROWS + 37, 80]);
+        let got = matmul(x, w).expect("gemm runs");
+        got.into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn combine_is_cat_multiply_and_select_assign_to_the_bit() {
+        let device = Default::default();
+        let outputs: Vec<Tensor<Flex, 2>> =
+            [3, 0, 5, 4].iter().map(|&n| Tensor::random([n, 6], Distribution::Normal(0.0, 1.0), &device)).collect();
+        let weights = Tensor::<Flex, 2>::random([12, 1], Distribution::Uniform(0.0, 1.0), &device);
+        // Tokens 0..5, each taken twice, in the experts' order.
+        let index = Tensor::<Flex, 1, Int>::from_data([0, 2, 4, 1, 2, 3, 4, 5, 0, 1, 3, 5], &device);
+        let y = Tensor::cat(outputs.clone(), 0) * weights.clone();
+        let want = Tensor::<Flex, 2>::zeros([6, 6], &device).select_assign(
+            0,
+            index.clone(),
+            y,
+            burn::tensor::IndexingUpdateOp::Add,
+        );
+        let got = combine(outputs.clone(), &weights, &index, 6).expect("the kernel runs");
+        got.into_data().assert_eq(&want.into_data(), true);
+        let out_of_range = Tensor::<Flex, 1, Int>::from_data([0, 2, 4, 1, 2, 3, 4, 5, 0, 1, 3, 6], &device);
+        assert!(combine(outputs, &weights, &out_of_range, 6).is_err(), "a token past T: Burn's ops");
     }
 
     #[test]

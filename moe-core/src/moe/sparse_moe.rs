@@ -238,16 +238,9 @@ impl<B: Backend> SparseMoe<B> {
                 std::iter::once(out).chain(zeros)
             })
             .collect();
-        let y_sorted = Tensor::cat(outputs, 0) * w_sorted; // [T*K, D]
-
-        // Slots are in expert order, so each token's k contributions are added in ascending
-        // expert order, as HF's loop over experts does.
-        let hidden = Tensor::zeros([t, d], &y_sorted.device()).select_assign(
-            0,
-            plan.token_index.clone(),
-            y_sorted,
-            IndexingUpdateOp::Add,
-        );
+        // Each token's k contributions are added in ascending expert order, as HF's loop over
+        // experts does.
+        let hidden = crate::kernels::combine(outputs, w_sorted, plan.token_index.clone(), t);
         (hidden, dropped, plan.counts)
     }
 
