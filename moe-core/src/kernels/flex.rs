@@ -61,24 +61,8 @@ pub(super) fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Result<Tens
                     let copy = |from: &[f32], to: &mut [f32]| to.copy_from_slice(from);
                     TensorData::new(swiglu_rows(h.as_slice::<f32>()?, f, copy, copy), shape)
                 }
-                DType::F16 => TensorData::new(
-                    swiglu_rows(
-                        h.as_slice::<f16>()?,
-                        f,
-                        |from: &[f16], to: &mut [f32]| from.convert_to_f32_slice(to),
-                        |from: &[f32], to: &mut [f16]| to.convert_from_f32_slice(from),
-                    ),
-                    shape,
-                ),
-                DType::BF16 => TensorData::new(
-                    swiglu_rows(
-                        h.as_slice::<bf16>()?,
-                        f,
-                        |from: &[bf16], to: &mut [f32]| from.convert_to_f32_slice(to),
-                        |from: &[f32], to: &mut [bf16]| to.convert_from_f32_slice(from),
-                    ),
-                    shape,
-                ),
+                DType::F16 => TensorData::new(swiglu_half(h.as_slice::<f16>()?, f), shape),
+                DType::BF16 => TensorData::new(swiglu_half(h.as_slice::<bf16>()?, f), shape),
                 _ => return None,
             };
             from_flex::<B>(FlexTensor::from_data(data))
@@ -89,6 +73,20 @@ pub(super) fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Result<Tens
         Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
         None => Err(Tensor::from_primitive(hp)),
     }
+}
+
+/// [`swiglu_rows`] on f16 or bf16 values, widened and narrowed with `half`'s slice conversions
+/// (F16C where the CPU has it).
+fn swiglu_half<H: Copy + Send + Sync + Default>(h: &[H], f: usize) -> Vec<H>
+where
+    [H]: HalfFloatSliceExt,
+{
+    swiglu_rows(
+        h,
+        f,
+        |from: &[H], to: &mut [f32]| from.convert_to_f32_slice(to),
+        |from, to: &mut [H]| to.convert_from_f32_slice(from),
+    )
 }
 
 /// RoPE by this crate's kernel when `B` is burn-flex and the tables are contiguous f32;
@@ -245,8 +243,11 @@ pub(super) fn combine<B: Backend>(
             DType::I32 => index.as_slice::<i32>()?.iter().map(|&i| usize::try_from(i).ok()).collect::<Option<_>>()?,
             _ => return None,
         };
+        if d == 0 || ys.iter().any(|y| y.len() % d != 0) {
+            return None;
+        }
         let slots: usize = ys.iter().map(|y| y.len() / d).sum();
-        if d == 0 || ys.iter().any(|y| y.len() % d != 0) || ws.len() != slots || index.len() != slots {
+        if ws.len() != slots || index.len() != slots {
             return None;
         }
         if index.iter().any(|&t| t >= tokens) {

@@ -4,9 +4,10 @@
 //! [`matmul_weight`] is `x.matmul(w)` for activations times a weight matrix. On burn-flex
 //! without autodiff (inference) it runs [`skinny_matmul`] for up to [`SKINNY_ROWS`] rows of
 //! activations (decoding: read the weights once, on every core) and [`blocked_matmul`] for up to
-//! [`BLOCKED_ROWS`] (an expert's share of a prompt); everywhere else (other backends, training,
-//! long prompts) it is Burn's matmul. Choosing at run time keeps the modules generic over
-//! `B: Backend`.
+//! [`BLOCKED_ROWS`] (an expert's share of a prompt), and longer f32 products go to `gemm` into
+//! a buffer of this crate's (burn-flex's own matmul copies each output once more); everywhere
+//! else (other backends, training, longer f16/bf16 prompts) it is Burn's matmul. Choosing at
+//! run time keeps the modules generic over `B: Backend`.
 
 mod blocked;
 #[cfg(feature = "flex")]

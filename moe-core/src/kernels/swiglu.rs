@@ -8,9 +8,9 @@
 //!
 //! Why a hand-written `exp`: the scalar loop (libm's `expf` and a scalar division per element)
 //! was 17% of the sparse layer's forward at `T = 2048` (`perf`, session 15: 13.2% in the loop,
-//! 3.4% in `expf`), about as much as all of the layer's work besides the expert products; no
-//! crate in the registries offers a vectorised `exp` for AVX2 without pulling in a SIMD
-//! framework. [`x86::exp8`] is Cephes' `expf` on eight lanes (within 2 ulp of libm's).
+//! 3.4% in `expf`), about as much as all of the layer's work besides the expert products. The
+//! SIMD crates already in the build (`pulp` under `gemm`, `macerator` under burn-flex) have no
+//! `exp`; [`x86::exp8`] is Cephes' `expf` on eight lanes (within 2 ulp of libm's).
 
 use rayon::prelude::*;
 
