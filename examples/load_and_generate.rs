@@ -54,8 +54,10 @@ impl BackendTask for Generate {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let model = load_hub_checkpoint::<B>(&args.model, &device)
+        let mut model = load_hub_checkpoint::<B>(&args.model, &device)
             .with_context(|| format!("loading {}", args.model.display()))?;
+        // Inference only: lay the weights out for the CPU kernels (a no-op off burn-flex).
+        model.pack_for_cpu();
         let tokenizer = match &args.tokenizer {
             Some(path) => Some(TextTokenizer::from_file(path)?),
             None => TextTokenizer::from_model_dir(&args.model)?,

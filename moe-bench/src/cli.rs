@@ -99,6 +99,11 @@ struct DecodeArgs {
     /// Timed runs (after one untimed warm-up); the median prompt and decode speeds are reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
+    /// Keep float weights in Burn's `[K, N]` layout instead of packing them for the CPU kernels
+    /// (`Mixtral::pack_for_cpu`, what `moe-infer` does on flex): what a library user gets
+    /// without that call.
+    #[arg(long)]
+    no_pack: bool,
 }
 
 /// A model shape: a preset changed by flags.
@@ -213,6 +218,10 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
                     &device,
                 ),
             };
+            let mut model = model;
+            if !a.no_pack {
+                model.pack_for_cpu();
+            }
             let run = crate::decode::DecodeRun {
                 backend: a.common.backend,
                 precision: a.common.dtype,

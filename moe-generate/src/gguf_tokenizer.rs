@@ -36,13 +36,13 @@ impl TextTokenizer {
         let model = file.get("tokenizer.ggml.model").and_then(GgufValue::as_str);
         match model {
             Some("llama") => {}
+            None | Some("none") => {
+                return Err(error("the file has no tokenizer (`tokenizer.ggml.model`): pass --tokenizer FILE".into()))
+            }
             Some(other) => {
                 return Err(error(format!(
                     "tokenizer model `{other}` is not supported (only SentencePiece `llama`): pass --tokenizer FILE"
                 )))
-            }
-            None => {
-                return Err(error("the file has no tokenizer (`tokenizer.ggml.model`): pass --tokenizer FILE".into()))
             }
         }
         let tokens: Vec<&str> = file

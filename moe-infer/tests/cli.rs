@@ -321,6 +321,22 @@ fn ragged_prompts_batch_like_single_prompts() {
     }
 }
 
+/// A model without a tokenizer written to GGUF (marked `tokenizer.ggml.model = "none"`, which
+/// llama.cpp needs to load it) generates from token ids, and asks for a tokenizer for text.
+#[test]
+fn a_gguf_file_without_a_tokenizer_runs_on_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny-q8_0.gguf");
+    let gguf = gguf.to_str().unwrap();
+    let out = moe_infer(&["quantize", fixture("tiny-mixtral").to_str().unwrap(), gguf, "--type", "q8_0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = json(&moe_infer(&["generate", "--model", gguf, "--prompt-ids", "1,5,9", "-n", "3", "--json"]));
+    assert_eq!(got["token_ids"].as_array().unwrap().len(), 6, "{got}");
+    let out = moe_infer(&["generate", "--model", gguf, "--prompt", "hello", "-n", "3"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a tokenizer"), "{out:?}");
+}
+
 /// GGUF end to end: a Hub folder with its tokenizer quantized to a GGUF file, which then
 /// generates from a text prompt with no other file (its tokenizer inside) and inspects; greedy
 /// tokens equal those of the model the file was loaded as in the library, and of the folder

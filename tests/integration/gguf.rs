@@ -184,6 +184,10 @@ fn exported_files_read_back_as_the_same_model() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("model.gguf");
             save_gguf(&model, &path, &GgufExport::new(ty)).unwrap();
+            // No tokenizer given: the file says so as llama.cpp does (it refuses files without
+            // the key).
+            let model_key = GgufFile::open(&path).unwrap().get("tokenizer.ggml.model").cloned();
+            assert_eq!(model_key, Some(GgufValue::String("none".into())), "{name} {ty}");
             let again = load_gguf::<Cpu>(&path, &device).unwrap();
             assert_eq!(again.config(), model.config(), "{name} {ty}");
             let got = host(again.forward(ids.clone()).logits);

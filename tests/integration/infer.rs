@@ -47,6 +47,43 @@ fn greedy_generation_reproduces_transformers() {
     }
 }
 
+/// Weights packed for the CPU kernels (what `moe-infer` does on flex) compute the same model:
+/// every projection packed, the logits within f32 rounding of the unpacked model's and of
+/// transformers', the same greedy tokens, and a weight asked for afterwards is the original.
+#[test]
+fn packed_weights_on_flex_compute_the_same_model() {
+    use burn::tensor::Tensor;
+    use moe_core::backend::Flex;
+    let device = Default::default();
+    for name in MODELS {
+        let reference = Reference::load(name);
+        let mut model = load_hub_checkpoint::<Flex>(fixture(name), &device).unwrap();
+        let ids = reference.input_ids::<Flex>(&device);
+        let before = host(model.forward(ids.clone()).logits);
+        let down = model.layers[0].feed_forward.moe().map(|moe| moe.experts.ffns[1].down.weight.val().into_data());
+        let c = model.config().clone();
+        let projections = 1 + c.n_layers * (4 + 1 + 2 * c.n_experts); // head; attention, router, experts
+        assert_eq!(model.pack_for_cpu(), projections, "{name}");
+        assert_eq!(model.pack_for_cpu(), 0, "{name}: packing twice does nothing");
+        let after = host(model.forward(ids).logits);
+        assert!(max_abs_diff(&after, &before) <= 1e-5, "{name}: {}", max_abs_diff(&after, &before));
+        assert!(max_abs_diff(&after, &reference.f32("logits").1) <= 1e-4, "{name}: vs transformers");
+
+        let prompt: Vec<u32> = reference.i64("gen_prompt").1.iter().map(|&t| t as u32).collect();
+        let want: Vec<u32> = reference.i64("gen_tokens").1.iter().map(|&t| t as u32).collect();
+        let out = generate(&model, std::slice::from_ref(&prompt), &greedy(want.len() - prompt.len()), |_, _| true);
+        assert_eq!(out.unwrap().sequences[0], want, "{name}");
+
+        if let (Some(want), Some(moe)) = (down, model.layers[0].feed_forward.moe()) {
+            let down = &moe.experts.ffns[1].down;
+            assert!(down.packed().is_some());
+            let got: Tensor<Flex, 2> = down.weight.val();
+            assert_eq!(got.into_data(), want, "{name}: the unpacked weight");
+            assert!(down.packed().is_none(), "{name}: materialised, the weight is what products read");
+        }
+    }
+}
+
 #[test]
 fn scores_match_transformers() {
     let device = Default::default();

@@ -90,6 +90,7 @@ pub fn merge_branches<B: Backend>(branches: Vec<Mixtral<B>>, config: &MergeConfi
                         weight: Param::from_tensor(w.detach()),
                         bias: None,
                         quantized: None,
+                        packed: None,
                     };
                     SwiGlu { gate_up: fresh(mlp.gate_up.weight.val()), down: fresh(mlp.down.weight.val()) }
                 })

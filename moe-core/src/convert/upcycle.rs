@@ -196,8 +196,12 @@ fn expert_copy<B: Backend>(gate_up: Tensor<B, 2>, down: Tensor<B, 2>, config: &U
     }
     // Detached: on an autodiff backend the noised copy is a computed tensor, and a parameter
     // must be a leaf of its own.
-    let projection =
-        |w: Tensor<B, 2>| Projection { weight: Param::from_tensor(w.detach()), bias: None, quantized: None };
+    let projection = |w: Tensor<B, 2>| Projection {
+        weight: Param::from_tensor(w.detach()),
+        bias: None,
+        quantized: None,
+        packed: None,
+    };
     SwiGlu { gate_up: projection(gate_up), down: projection(down) }
 }
 

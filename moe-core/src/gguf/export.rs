@@ -15,6 +15,10 @@ use crate::io::CheckpointTensors;
 use crate::model::Mixtral;
 use crate::quant::{quantize, WRITABLE};
 
+/// `tokenizer.ggml.model` of a file without a tokenizer, as llama.cpp writes it
+/// (`LLAMA_VOCAB_TYPE_NONE`).
+pub const NO_TOKENIZER: &str = "none";
+
 /// How [`save_gguf`] stores a model's weights.
 #[derive(Debug, Clone)]
 pub struct GgufExport {
@@ -195,6 +199,11 @@ fn write_mixtral_gguf(
 
     let mut metadata = mixtral_metadata(config, "burn-moe");
     metadata.extend(options.metadata.iter().cloned());
+    // llama.cpp refuses a file without this key ("key not found: tokenizer.ggml.model"); a
+    // model with no tokenizer (one trained on token ids) says so with llama.cpp's "none".
+    if !metadata.iter().any(|(key, _)| key == "tokenizer.ggml.model") {
+        metadata.push(("tokenizer.ggml.model".into(), GgufValue::String(NO_TOKENIZER.into())));
+    }
     write_gguf(path, &metadata, &plan, |i| {
         if let Some(Progress(progress)) = &options.progress {
             progress(i + 1, plan.len(), &plan[i].name);

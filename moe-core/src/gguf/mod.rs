@@ -48,7 +48,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 
 pub use config::{mixtral_config, mixtral_metadata};
-pub use export::{convert_to_gguf, save_gguf, GgufExport, Progress, ProgressFn};
+pub use export::{convert_to_gguf, save_gguf, GgufExport, Progress, ProgressFn, NO_TOKENIZER};
 pub use file::{GgufFile, GgufTensorInfo};
 pub use value::GgufValue;
 pub use weights::GgufWeights;

@@ -21,7 +21,7 @@ use super::weights::{accumulate, Weights};
 
 /// Output rows held in registers at once: 6 x 2 accumulators + 2 weight vectors + 1 broadcast
 /// fit the 16 AVX2 registers.
-const ROWS: usize = 6;
+pub(super) const ROWS: usize = 6;
 /// Columns per tile: two 8-lane vectors.
 pub(super) const TILE: usize = 16;
 /// Tiles packed together: a row stretch of `PANEL * TILE` weights is read at once.
@@ -103,11 +103,9 @@ pub(super) fn tiled<P: Panels>(x: &[f32], w: &P, m: usize, k: usize, n: usize) -
     let tiles = n.div_ceil(TILE);
     let per_task = tiles.div_ceil(4 * rayon::current_num_threads()).clamp(1, PANEL);
     let tasks: Vec<_> = (0..tiles).step_by(per_task).map(|t| t * TILE..((t + per_task) * TILE).min(n)).collect();
-    // `x` packed once for every task: block `b` of `ROWS` rows, step `kk` at
-    // `xp[(b * k + kk) * ROWS..]`, so the kernel's broadcasts read one contiguous stream instead
-    // of `ROWS` rows `K` apart. (In a throwaway harness, `[128, 4096] x [4096, 14336]` f32, this
-    // took the kernel from 65 to 100-109 GFLOP/s; packing it per task instead repeated it for
-    // each of the dozens of tasks.)
+    // `x` packed once for every task. (In a throwaway harness, `[128, 4096] x [4096, 14336]`
+    // f32, packing took the kernel from 65 to 100-109 GFLOP/s; packing it per task instead
+    // repeated it for each of the dozens of tasks.)
     let xp = pack_rows(x, m, k);
     let bands: Vec<(usize, Vec<f32>)> =
         tasks.into_par_iter().map(|cols| (cols.start, columns(x, &xp, w, m, k, cols))).collect();
@@ -120,21 +118,42 @@ pub(super) fn tiled<P: Panels>(x: &[f32], w: &P, m: usize, k: usize, n: usize) -
     out
 }
 
-/// `x` (`[M, K]`) in blocks of [`ROWS`] rows, step by step: row `b * ROWS + i`, column `kk` at
-/// `[(b * K + kk) * ROWS + i]`; the rows past `M` in the last block are zeros.
-fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
-    let mut xp = vec![0.0f32; m.div_ceil(ROWS) * k * ROWS];
-    for (r, row) in x.chunks_exact(k).enumerate() {
-        let block = &mut xp[r / ROWS * k * ROWS..][..k * ROWS];
-        for (kk, v) in row.iter().enumerate() {
-            block[kk * ROWS + r % ROWS] = *v;
+/// `x` packed for the register tiles ([`pack_rows`]).
+pub(super) struct RowBlocks {
+    /// Block `b`, step `kk`: the block's rows' values at `values[(b * K + kk) * ROWS..]`, the
+    /// slots past its rows zeros.
+    pub values: Vec<f32>,
+    /// The rows of each block, in order.
+    pub blocks: Vec<Range<usize>>,
+}
+
+/// `x` (`[M, K]`) in blocks of at most [`ROWS`] rows, step by step, so the kernel's broadcasts
+/// read one contiguous stream instead of rows `K` apart. The blocks are as even as they go
+/// (`M = 32`: 6, 6, 5, 5, 5, 5, not five of 6 and one of 2): a tile of `R` rows keeps `2R`
+/// independent multiply-add chains, and the two FMA units (4 cycles of latency) need 8 to stay
+/// busy, so a block of 1-3 rows runs at 25-75% of their speed. An expert's share of a prompt
+/// is any number of rows; the sums are the same either way.
+pub(super) fn pack_rows(x: &[f32], m: usize, k: usize) -> RowBlocks {
+    let count = m.div_ceil(ROWS);
+    let (base, extra) = (m / count.max(1), m % count.max(1));
+    let mut blocks = Vec::with_capacity(count);
+    for b in 0..count {
+        let start = blocks.last().map_or(0, |r: &Range<usize>| r.end);
+        blocks.push(start..start + base + usize::from(b < extra));
+    }
+    let mut values = vec![0.0f32; count * k * ROWS];
+    for (rows, block) in blocks.iter().zip(values.chunks_exact_mut((k * ROWS).max(1))) {
+        for (i, row) in x[rows.start * k..rows.end * k].chunks_exact(k.max(1)).enumerate() {
+            for (kk, v) in row.iter().enumerate() {
+                block[kk * ROWS + i] = *v;
+            }
         }
     }
-    xp
+    RowBlocks { values, blocks }
 }
 
 /// Columns `cols` of the product, `[M, cols.len()]` row-major; `xp` is `x` by [`pack_rows`].
-fn columns<P: Panels>(x: &[f32], xp: &[f32], w: &P, m: usize, k: usize, cols: Range<usize>) -> Vec<f32> {
+fn columns<P: Panels>(x: &[f32], xp: &RowBlocks, w: &P, m: usize, k: usize, cols: Range<usize>) -> Vec<f32> {
     let width = cols.len();
     let mut band = vec![0.0f32; m * width];
     #[cfg(target_arch = "x86_64")]
@@ -151,12 +170,15 @@ fn columns<P: Panels>(x: &[f32], xp: &[f32], w: &P, m: usize, k: usize, cols: Ra
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(super) use x86::tile;
+
+#[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
     use super::super::weights::{Load, Weights};
-    use super::{Panels, DEPTH, PREFETCH_ROWS, ROWS, TILE};
+    use super::{Panels, RowBlocks, DEPTH, PREFETCH_ROWS, ROWS, TILE};
 
     thread_local! {
         /// Each thread's buffer for packed tiles, kept between calls: a fresh zero-filled one
@@ -169,7 +191,7 @@ mod x86 {
     /// is `x` by [`super::pack_rows`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn columns<P: Panels>(
-        xp: &[f32],
+        xp: &RowBlocks,
         w: &P,
         m: usize,
         k: usize,
@@ -195,7 +217,7 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn panels<P: Panels>(
-        xp: &[f32],
+        xp: &RowBlocks,
         w: &P,
         m: usize,
         k: usize,
@@ -205,23 +227,15 @@ mod x86 {
         packed: &mut [f32],
     ) {
         let width = band.len() / m;
-        let blocks = m.div_ceil(ROWS);
         for k0 in (0..k).step_by(DEPTH) {
             let depth = DEPTH.min(k - k0);
             w.pack(c0..c0 + full_tiles * TILE, k0, depth, packed);
             for t in 0..full_tiles {
                 let tile_w = &packed[t * depth * TILE..(t + 1) * depth * TILE];
-                for b in 0..blocks {
-                    let (xs, out) =
-                        (xp.as_ptr().add((b * k + k0) * ROWS), band.as_mut_ptr().add(b * ROWS * width + t * TILE));
-                    match m - b * ROWS {
-                        1 => tile::<1>(xs, tile_w, depth, out, width),
-                        2 => tile::<2>(xs, tile_w, depth, out, width),
-                        3 => tile::<3>(xs, tile_w, depth, out, width),
-                        4 => tile::<4>(xs, tile_w, depth, out, width),
-                        5 => tile::<5>(xs, tile_w, depth, out, width),
-                        _ => tile::<ROWS>(xs, tile_w, depth, out, width),
-                    }
+                for (b, rows) in xp.blocks.iter().enumerate() {
+                    let xs = xp.values.as_ptr().add((b * k + k0) * ROWS);
+                    let out = band.as_mut_ptr().add(rows.start * width + t * TILE);
+                    tile(rows.len(), xs, tile_w.as_ptr(), depth, out, width);
                 }
             }
         }
@@ -266,22 +280,53 @@ mod x86 {
         }
     }
 
-    /// `R` rows by 16 columns of the output, accumulated in registers over `depth` packed rows
-    /// of `w` (`tile_w`) and of `x` (`xp`: `ROWS` values per step, the block's rows), added to
-    /// what `out` (row stride `width`) holds.
+    /// `min(rows, ROWS)` rows by 16 columns of the output, accumulated in registers over `depth`
+    /// rows of a packed tile of `w` (`tile_w`: `TILE` weights per row, widened to f32 as they are
+    /// read) and of `x` (`xp`: `ROWS` values per step, the block's rows), added to what `out` (row
+    /// stride `width`) holds.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `tile_w` holds `depth * TILE` weights, `xp`
+    /// `depth * ROWS` values and `out` the rows and columns written.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize>(xp: *const f32, tile_w: &[f32], depth: usize, out: *mut f32, width: usize) {
+    pub(in crate::kernels) unsafe fn tile<W: Load>(
+        rows: usize,
+        xp: *const f32,
+        tile_w: *const W,
+        depth: usize,
+        out: *mut f32,
+        width: usize,
+    ) {
+        match rows {
+            1 => tile_rows::<1, W>(xp, tile_w, depth, out, width),
+            2 => tile_rows::<2, W>(xp, tile_w, depth, out, width),
+            3 => tile_rows::<3, W>(xp, tile_w, depth, out, width),
+            4 => tile_rows::<4, W>(xp, tile_w, depth, out, width),
+            5 => tile_rows::<5, W>(xp, tile_w, depth, out, width),
+            _ => tile_rows::<ROWS, W>(xp, tile_w, depth, out, width),
+        }
+    }
+
+    /// [`tile`] for `R` rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_rows<const R: usize, W: Load>(
+        xp: *const f32,
+        tile_w: *const W,
+        depth: usize,
+        out: *mut f32,
+        width: usize,
+    ) {
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
         for r in 0..R {
             lo[r] = _mm256_loadu_ps(out.add(r * width));
             hi[r] = _mm256_loadu_ps(out.add(r * width + 8));
         }
-        let mut wp = tile_w.as_ptr();
+        let mut wp = tile_w;
         let mut xs = xp;
         for _ in 0..depth {
-            let w_lo = _mm256_loadu_ps(wp);
-            let w_hi = _mm256_loadu_ps(wp.add(8));
+            let w_lo = W::load8(wp);
+            let w_hi = W::load8(wp.add(8));
             for r in 0..R {
                 let a = _mm256_broadcast_ss(&*xs.add(r));
                 lo[r] = _mm256_fmadd_ps(a, w_lo, lo[r]);
@@ -307,5 +352,20 @@ mod tests {
         // Row counts around the 6-row block, column tails, K over several packed panels, a wide
         // N split between threads.
         check_every_dtype(blocked_matmul, &[(1, 3, 16), (7, 5, 17), (13, 33, 200), (32, 600, 1411), (64, 16, 5000)]);
+    }
+
+    #[test]
+    fn row_blocks_are_as_even_as_they_go() {
+        let sizes = |m: usize| pack_rows(&vec![1.0; m * 3], m, 3).blocks.iter().map(|r| r.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(32), [6, 6, 5, 5, 5, 5]);
+        assert_eq!(sizes(7), [4, 3]);
+        assert_eq!(sizes(12), [6, 6]);
+        assert_eq!(sizes(1), [1]);
+        assert!(sizes(0).is_empty());
+        // Row `r` of block `b`, step `kk`, at `(b * K + kk) * ROWS + i`.
+        let x: Vec<f32> = (0..7 * 2).map(|v| v as f32).collect();
+        let packed = pack_rows(&x, 7, 2);
+        assert_eq!(packed.values[..ROWS], [0.0, 2.0, 4.0, 6.0, 0.0, 0.0]);
+        assert_eq!(packed.values[2 * ROWS..3 * ROWS], [8.0, 10.0, 12.0, 0.0, 0.0, 0.0]);
     }
 }

@@ -11,6 +11,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use super::blocked::blocked_matmul;
+use super::packed::{packed_matmul, PackedWeights};
 use super::quantized::quantized_matmul;
 use super::rope::rope as rope_rows;
 use super::skinny::skinny_matmul;
@@ -293,6 +294,49 @@ pub(super) fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> 
                 col += part.rows;
             }
             from_flex::<B>(FlexTensor::from_data(in_dtype(out, [m, n], dtype)))
+        }),
+        _ => None,
+    };
+    match out {
+        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
+        None => Err(Tensor::from_primitive(xp)),
+    }
+}
+
+/// `w` in strips for [`packed_matmul`] when `B` is burn-flex and `w` is f32/f16/bf16 (copied
+/// to contiguous first if it is a strided view); `None` otherwise.
+pub(super) fn pack_weight<B: Backend>(w: &Tensor<B, 2>) -> Option<PackedWeights> {
+    let [k, n] = w.dims();
+    let p = w.clone().into_primitive().tensor();
+    let w = as_flex::<B>(&p)?;
+    let contiguous;
+    let w = if w.is_contiguous() {
+        w
+    } else {
+        contiguous = w.to_contiguous();
+        &contiguous
+    };
+    let weights = match w.dtype() {
+        DType::F32 => Weights::F32(w.as_slice::<f32>()?),
+        DType::F16 => Weights::F16(w.as_slice::<f16>()?),
+        DType::BF16 => Weights::Bf16(w.as_slice::<bf16>()?),
+        _ => return None,
+    };
+    (weights.len() == k * n).then(|| PackedWeights::pack(weights, k, n))
+}
+
+/// `x @ W` by [`packed_matmul`] in `x`'s dtype when `B` is burn-flex; otherwise `x` back.
+pub(super) fn packed_linear<B: Backend>(x: Tensor<B, 2>, w: &PackedWeights) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    let [m, k] = x.dims();
+    let [wk, n] = w.dims();
+    if k != wk {
+        return Err(x);
+    }
+    let xp = x.into_primitive();
+    let out = match &xp {
+        TensorPrimitive::Float(p) => as_flex::<B>(p).and_then(|xf| {
+            let (rows, dtype) = f32_rows(xf)?;
+            from_flex::<B>(FlexTensor::from_data(in_dtype(packed_matmul(&rows, w, m), [m, n], dtype)))
         }),
         _ => None,
     };

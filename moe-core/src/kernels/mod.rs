@@ -8,11 +8,16 @@
 //! a buffer of this crate's (burn-flex's own matmul copies each output once more); everywhere
 //! else (other backends, training, longer f16/bf16 prompts) it is Burn's matmul. Choosing at
 //! run time keeps the modules generic over `B: Backend`.
+//!
+//! An inference model on burn-flex can lay its weights out for these kernels once
+//! ([`pack_weight`], [`PackedWeights`]); [`packed_linear`] then multiplies with them at any
+//! number of rows, with no copying of weights per product.
 
 mod blocked;
 #[cfg(feature = "flex")]
 mod flex;
 mod int_dot;
+mod packed;
 mod quantized;
 mod rope;
 mod rows_x8;
@@ -29,6 +34,7 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 use crate::quant::QuantMatrix;
 
 pub use blocked::blocked_matmul;
+pub use packed::{packed_matmul, PackedWeights};
 pub use quantized::quantized_matmul;
 pub use rope::rope as rope_rows;
 pub use skinny::skinny_matmul;
@@ -167,6 +173,37 @@ pub fn combine<B: Backend>(
     Tensor::zeros([tokens, d], &y.device()).select_assign(0, token_index, y, IndexingUpdateOp::Add)
 }
 
+/// `w` laid out for [`packed_linear`] when `B` is burn-flex without autodiff and `w` a
+/// contiguous f32/f16/bf16 matrix; `None` elsewhere (the caller keeps `w`).
+///
+/// # Shapes
+/// - `w`: `[K, N]`
+pub fn pack_weight<B: Backend>(w: &Tensor<B, 2>) -> Option<PackedWeights> {
+    #[cfg(feature = "flex")]
+    return flex::pack_weight(w);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = w;
+        None
+    }
+}
+
+/// `x @ W` with `W` laid out by [`pack_weight`], by [`packed_matmul`] in `x`'s dtype, on
+/// burn-flex without autodiff; `Err(x)` elsewhere (the caller then multiplies with the
+/// weight's values).
+///
+/// # Shapes
+/// - `x`: `[M, K]` -> `[M, N]`
+pub fn packed_linear<B: Backend>(x: Tensor<B, 2>, w: &PackedWeights) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    #[cfg(feature = "flex")]
+    return flex::packed_linear(x, w);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = w;
+        Err(x)
+    }
+}
+
 /// `x @ Wᵀ` with `W` a matrix of quantized rows (`[N, K]`), read in its blocks, on burn-flex
 /// without autodiff; `Err(x)` elsewhere (the caller then multiplies with the dequantized
 /// weight).
@@ -232,5 +269,41 @@ mod tests {
     #[test]
     fn same_function_as_burn_on_flex() {
         check::<crate::backend::Flex>(&Default::default());
+    }
+
+    /// A projection packed for the CPU kernels: the same products at decoding and prompt
+    /// lengths, in f32 and f16, and a weight that unpacks lazily to the original (same id,
+    /// dtype, values). Under autodiff nothing is packed.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn packed_projections_compute_the_same_products() {
+        use burn::tensor::FloatDType;
+        type Flex = crate::backend::Flex;
+        let device = Default::default();
+        for dtype in [FloatDType::F32, FloatDType::F16] {
+            let mut layer: crate::nn::Projection<Flex> = LinearConfig::new(40, 70).with_bias(true).init(&device).into();
+            layer.weight = layer.weight.map(|w| w.cast(dtype));
+            layer.bias = layer.bias.map(|b| b.map(|b| b.cast(dtype)));
+            let (id, original) = (layer.weight.id, layer.weight.val().into_data());
+            let xs: Vec<_> = [1, 3, SKINNY_ROWS + 1, BLOCKED_ROWS + 5]
+                .map(|rows| Tensor::<Flex, 2>::random([rows, 40], Distribution::Normal(0.0, 1.0), &device).cast(dtype))
+                .into();
+            let want: Vec<_> = xs.iter().map(|x| layer.forward(x.clone())).collect();
+            assert!(layer.pack_for_cpu(), "{dtype:?}");
+            assert!(layer.packed().is_some());
+            for (x, want) in xs.into_iter().zip(want) {
+                let got = layer.forward(x);
+                assert_eq!(got.dtype(), dtype.into());
+                let tolerance = if dtype == FloatDType::F32 { 1e-5 } else { 2e-2 };
+                got.cast(FloatDType::F32)
+                    .into_data()
+                    .assert_approx_eq::<f32>(&want.cast(FloatDType::F32).into_data(), Tolerance::absolute(tolerance));
+            }
+            assert_eq!(layer.weight.id, id);
+            assert_eq!(layer.weight.val().into_data(), original, "{dtype:?}");
+        }
+        let mut layer: crate::nn::Projection<burn::backend::Autodiff<Flex>> =
+            LinearConfig::new(40, 70).init(&device).into();
+        assert!(!layer.pack_for_cpu(), "autodiff: Burn's ops keep the graph");
     }
 }

@@ -3,7 +3,7 @@ use burn::nn::{EmbeddingConfig, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::{DecoderLayer, DecoderLayerOutput};
+use super::{DecoderLayer, DecoderLayerOutput, FeedForward};
 use crate::config::MixtralConfig;
 use crate::error::Result;
 use crate::kernels::matmul_weight;
@@ -198,6 +198,35 @@ impl<B: Backend> Mixtral<B> {
     /// The configuration the model was built from.
     pub fn config(&self) -> &MixtralConfig {
         &self.config
+    }
+
+    /// Lays every float projection's weight out for this crate's CPU kernels
+    /// ([`Projection::pack_for_cpu`]), for inference on burn-flex: prompts then multiply without
+    /// copying weights for each product (on the 8x7B shape in f16 that copying was 28% of a
+    /// prefill). Does nothing on other backends or under autodiff; quantized weights stay as
+    /// they are. Returns how many projections it packed.
+    pub fn pack_for_cpu(&mut self) -> usize {
+        let mut projections: Vec<&mut Projection<B>> = Vec::new();
+        for layer in &mut self.layers {
+            let attn = &mut layer.self_attn;
+            projections.extend([&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj]);
+            match &mut layer.feed_forward {
+                FeedForward::Dense(mlp) => projections.extend([&mut mlp.gate_up, &mut mlp.down]),
+                FeedForward::Sparse(moe) => {
+                    projections.push(&mut moe.router.gate);
+                    projections.extend(moe.router.noise.as_mut());
+                    for ffn in &mut moe.experts.ffns {
+                        projections.extend([&mut ffn.gate_up, &mut ffn.down]);
+                    }
+                    if let Some(shared) = &mut moe.shared {
+                        projections.extend([&mut shared.ffn.gate_up, &mut shared.ffn.down]);
+                        projections.extend(shared.gate.as_mut());
+                    }
+                }
+            }
+        }
+        projections.extend(self.lm_head.as_mut());
+        projections.into_iter().map(Projection::pack_for_cpu).filter(|&packed| packed).count()
     }
 }
 

@@ -36,6 +36,7 @@ impl RouterConfig {
                 weight: Param::from_tensor(zeros()),
                 bias: None,
                 quantized: None,
+                packed: None,
             }),
             bias: self
                 .routing

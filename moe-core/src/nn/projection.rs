@@ -3,7 +3,7 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Shape, Tensor, TensorData};
 
-use crate::kernels::{matmul_weight, quantized_linear};
+use crate::kernels::{matmul_weight, pack_weight, packed_linear, quantized_linear, PackedWeights};
 use crate::quant::QuantMatrix;
 
 /// A linear projection `x @ W (+ b)` whose weight may stay quantized: every projection of the
@@ -14,7 +14,8 @@ use crate::quant::QuantMatrix;
 /// `weight` is a lazy parameter that dequantizes them if anything asks for its value:
 /// inference on burn-flex multiplies with the blocks directly ([`Self::forward`]) and
 /// never materialises it; other backends, training and export read the dequantized values, so
-/// every path computes the same function.
+/// every path computes the same function. [`Self::pack_for_cpu`] does the same for float
+/// weights: `packed` holds them laid out for the CPU kernels and `weight` unpacks them on demand.
 #[derive(Module, Debug)]
 pub struct Projection<B: Backend> {
     /// `[d_input, d_output]`.
@@ -24,11 +25,14 @@ pub struct Projection<B: Backend> {
     /// The weight's GGUF blocks, `[d_output, d_input]` rows, when it came quantized.
     #[module(skip)]
     pub quantized: Option<QuantMatrix>,
+    /// The float weight laid out for burn-flex's CPU kernels ([`Self::pack_for_cpu`]).
+    #[module(skip)]
+    pub packed: Option<PackedWeights>,
 }
 
 impl<B: Backend> From<Linear<B>> for Projection<B> {
     fn from(linear: Linear<B>) -> Self {
-        Self { weight: linear.weight, bias: linear.bias, quantized: None }
+        Self { weight: linear.weight, bias: linear.bias, quantized: None, packed: None }
     }
 }
 
@@ -38,7 +42,28 @@ impl<B: Backend> Projection<B> {
         let (k, n) = (matrix.cols(), matrix.rows());
         let blocks = matrix.clone();
         let weight = lazy_weight([k, n], device, move || blocks.dequantize_transposed());
-        Self { weight, bias: None, quantized: Some(matrix) }
+        Self { weight, bias: None, quantized: Some(matrix), packed: None }
+    }
+
+    /// Lays the float weight out for this crate's CPU kernels ([`PackedWeights`]) when the
+    /// backend is burn-flex without autodiff, for inference: products then read it in place at
+    /// any number of rows. The weight becomes a lazy parameter with the same id, dtype and
+    /// values, unpacked only if something asks for it (export, another backend), so memory
+    /// stays one copy. Returns whether it packed; quantized and already packed weights, and
+    /// other backends, are left as they are.
+    pub fn pack_for_cpu(&mut self) -> bool {
+        if self.quantized.is_some() || self.packed.is_some() {
+            return false;
+        }
+        let weight = self.weight.val();
+        let Some(packed) = pack_weight(&weight) else { return false };
+        let (dims, dtype, device) = (weight.dims(), weight.dtype(), weight.device());
+        drop(weight);
+        let values = packed.clone();
+        let init = move |device: &B::Device, _| Tensor::from_data(values.unpack(), (device, dtype));
+        self.weight = Param::uninitialized(self.weight.id, init, device, false, Shape::new(dims));
+        self.packed = Some(packed);
+        true
     }
 
     /// `[d_input, d_output]`, without materialising a lazy weight.
@@ -50,6 +75,11 @@ impl<B: Backend> Projection<B> {
     /// The blocks, while the float weight has not been materialised (so the two cannot differ).
     pub fn blocks(&self) -> Option<&QuantMatrix> {
         self.quantized.as_ref().filter(|_| !self.weight.is_initialized())
+    }
+
+    /// The packed weight, while the float weight has not been materialised.
+    pub fn packed(&self) -> Option<&PackedWeights> {
+        self.packed.as_ref().filter(|_| !self.weight.is_initialized())
     }
 }
 
@@ -70,8 +100,8 @@ pub(super) fn lazy_weight<B: Backend>(
 }
 
 impl<B: Backend> Projection<B> {
-    /// `x @ W (+ b)`: with the blocks where they are kept and the backend reads them
-    /// ([`quantized_linear`]), else through [`matmul_weight`].
+    /// `x @ W (+ b)`: with the blocks or the packed weight where they are kept and the backend
+    /// reads them ([`quantized_linear`], [`packed_linear`]), else through [`matmul_weight`].
     ///
     /// # Shapes
     /// - `x`: `[..., d_input]` -> `[..., d_output]`
@@ -81,9 +111,10 @@ impl<B: Backend> Projection<B> {
         shape[D - 1] = d_out;
         let rows = x.shape().num_elements() / d_in.max(1);
         let x = x.reshape([rows, d_in]);
-        let x = match self.blocks() {
-            Some(w) => quantized_linear(x, w),
-            None => Err(x),
+        let x = match (self.blocks(), self.packed()) {
+            (Some(w), _) => quantized_linear(x, w),
+            (None, Some(w)) => packed_linear(x, w),
+            (None, None) => Err(x),
         };
         let out = x.unwrap_or_else(|x| matmul_weight(x, self.weight.val()));
         let out = match &self.bias {

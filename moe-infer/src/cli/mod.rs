@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use clap::{Args, Parser, Subcommand};
 use moe_core::backend::{run_on, BackendKind, BackendTask, Precision};
 use moe_core::config::MixtralConfig;
-use moe_core::gguf::{load_gguf_file, mixtral_config, GgmlType, GgufFile, GgufWeights};
+use moe_core::gguf::{load_gguf_file, mixtral_config, GgmlType, GgufFile, GgufWeights, NO_TOKENIZER};
 use moe_core::io::{load_hub_checkpoint, load_hub_weights, CheckpointTensors, HubWeights, QuantizeOnLoad};
 use moe_core::model::Mixtral;
 use moe_infer::{SamplingConfig, TextTokenizer};
@@ -159,6 +159,8 @@ fn load<B: Backend>(args: &ModelArgs, experts_per_token: Option<usize>, device: 
     if let Some(k) = experts_per_token {
         model.set_experts_per_token(k).context("--experts-per-token")?;
     }
+    // Float weights laid out for the CPU kernels (flex only; a no-op elsewhere).
+    model.pack_for_cpu();
     Ok(model)
 }
 
@@ -196,6 +198,8 @@ fn tokenizer(args: &ModelArgs, model: &Mixtral<impl Backend>) -> Result<Option<T
         None if args.model.is_file() => {
             let file = GgufFile::open(&args.model)?;
             match file.get("tokenizer.ggml.model") {
+                // Written by a model without one (llama.cpp's "none").
+                Some(v) if v.as_str() == Some(NO_TOKENIZER) => None,
                 Some(_) => Some(TextTokenizer::from_gguf(&file)?),
                 None => None,
             }

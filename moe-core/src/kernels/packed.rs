@@ -1,0 +1,369 @@
+//! Weight matrices laid out once for this crate's CPU kernels: `[K, N]` cut into strips of
+//! [`TILE`] columns, each strip's `K` rows contiguous (`[N / 16, K, 16]`, the last strip padded
+//! with zeros), in the weights' own dtype. [`packed_matmul`] multiplies with them.
+//!
+//! Why: [`super::blocked_matmul`] reads a `[K, N]` matrix 16 to 128 columns at a time, each of
+//! those rows on another 4 KB page, so every product first copies ("packs") panels of it into a
+//! contiguous buffer. On a 128-token prefill of the 8x7B shape in f16 that copy was 28% of the
+//! kernels' time (`perf`, session 16). Laid out this way when an inference model is loaded
+//! ([`crate::model::Mixtral::pack_for_cpu`]), every tile the kernel needs is already
+//! contiguous and is read in place: `[32, 4096] x [4096, 28672]` f16 went from 98-125 to
+//! 144-151 GFLOP/s in a side harness. The layout costs no memory (it replaces the `[K, N]`
+//! matrix) and is read at the memory's speed when decoding: each thread walks four strips at
+//! once, four sequential streams (26-28 GB/s where the `[K, N]` kernel [`super::skinny_matmul`]
+//! read 22-26 in the same harness run).
+//!
+//! Every output is summed over `k` in order, one multiply-add at a time, whatever the number of
+//! activation rows: the prompt and decoding kernels give the same values to the bit (a token's
+//! logits do not depend on what it is batched with), and the same as `blocked_matmul`'s.
+
+use std::fmt;
+use std::sync::Arc;
+
+use burn::tensor::TensorData;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::blocked::TILE;
+use super::weights::Weights;
+use super::SKINNY_ROWS;
+
+/// A `[K, N]` weight matrix in strips of [`TILE`] columns (see the module docs); cheap to clone.
+#[derive(Clone)]
+pub struct PackedWeights {
+    strips: Arc<Strips>,
+    k: usize,
+    n: usize,
+}
+
+/// The strips in the weights' dtype.
+enum Strips {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+impl PackedWeights {
+    /// `w` (`[K, N]` row-major) in strips.
+    ///
+    /// # Panics
+    /// If `w` is not `K * N` values.
+    pub fn pack(w: Weights<'_>, k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), k * n, "w is not [{k}, {n}]");
+        let strips = match w {
+            Weights::F32(w) => Strips::F32(to_strips(w, k, n)),
+            Weights::F16(w) => Strips::F16(to_strips(w, k, n)),
+            Weights::Bf16(w) => Strips::Bf16(to_strips(w, k, n)),
+        };
+        Self { strips: Arc::new(strips), k, n }
+    }
+
+    /// `[K, N]`.
+    pub fn dims(&self) -> [usize; 2] {
+        [self.k, self.n]
+    }
+
+    /// The values back as `[K, N]` row-major tensor data of their dtype (exactly what was packed).
+    pub fn unpack(&self) -> TensorData {
+        let (k, n) = (self.k, self.n);
+        match &*self.strips {
+            Strips::F32(s) => TensorData::new(from_strips(s, k, n), [k, n]),
+            Strips::F16(s) => TensorData::new(from_strips(s, k, n), [k, n]),
+            Strips::Bf16(s) => TensorData::new(from_strips(s, k, n), [k, n]),
+        }
+    }
+}
+
+impl fmt::Debug for PackedWeights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dtype = match &*self.strips {
+            Strips::F32(_) => "f32",
+            Strips::F16(_) => "f16",
+            Strips::Bf16(_) => "bf16",
+        };
+        write!(f, "PackedWeights([{}, {}], {dtype})", self.k, self.n)
+    }
+}
+
+/// `[K, N]` row-major -> `[N / TILE, K, TILE]`, a strip per task.
+fn to_strips<E: Copy + Default + Send + Sync>(w: &[E], k: usize, n: usize) -> Vec<E> {
+    let mut out = vec![E::default(); n.div_ceil(TILE) * k * TILE];
+    if k == 0 {
+        return out;
+    }
+    out.par_chunks_mut(k * TILE).enumerate().for_each(|(s, strip)| {
+        let (c0, c1) = (s * TILE, ((s + 1) * TILE).min(n));
+        for (kk, row) in strip.chunks_exact_mut(TILE).enumerate() {
+            row[..c1 - c0].copy_from_slice(&w[kk * n + c0..kk * n + c1]);
+        }
+    });
+    out
+}
+
+/// The inverse of [`to_strips`].
+fn from_strips<E: Copy + Default + Send + Sync>(strips: &[E], k: usize, n: usize) -> Vec<E> {
+    let mut out = vec![E::default(); k * n];
+    if n == 0 {
+        return out;
+    }
+    out.par_chunks_mut(n).enumerate().for_each(|(kk, row)| {
+        for (s, chunk) in row.chunks_mut(TILE).enumerate() {
+            chunk.copy_from_slice(&strips[(s * k + kk) * TILE..][..chunk.len()]);
+        }
+    });
+    out
+}
+
+/// `out[m, n] = Σ_k x[m, k] · w[k, n]` with f32 accumulation.
+///
+/// # Shapes
+/// - `x`: `[M, K]` row-major, `w`: `[K, N]` packed -> `[M, N]` row-major
+///
+/// # Panics
+/// If `x` is not `[M, K]`.
+pub fn packed_matmul(x: &[f32], w: &PackedWeights, m: usize) -> Vec<f32> {
+    let (k, n) = (w.k, w.n);
+    assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::weights::has_avx2_fma_f16c() {
+        return match &*w.strips {
+            Strips::F32(s) => x86::matmul(x, s, m, k, n),
+            Strips::F16(s) => x86::matmul(x, s, m, k, n),
+            Strips::Bf16(s) => x86::matmul(x, s, m, k, n),
+        };
+    }
+    match &*w.strips {
+        Strips::F32(s) => portable(x, s, m, k, n, |v| v),
+        Strips::F16(s) => portable(x, s, m, k, n, f16::to_f32),
+        Strips::Bf16(s) => portable(x, s, m, k, n, bf16::to_f32),
+    }
+}
+
+/// The product in plain Rust, strip by strip: CPUs without AVX2, FMA and F16C.
+fn portable<E: Copy>(x: &[f32], strips: &[E], m: usize, k: usize, n: usize, widen: impl Fn(E) -> f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
+    for (s, strip) in strips.chunks_exact(k * TILE).enumerate() {
+        let (c0, cols) = (s * TILE, TILE.min(n - s * TILE));
+        for (row, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+            let mut acc = [0.0f32; TILE];
+            for (a, w) in row.iter().zip(strip.chunks_exact(TILE)) {
+                acc.iter_mut().zip(w).for_each(|(acc, &w)| *acc += a * widen(w));
+            }
+            out[c0..c0 + cols].copy_from_slice(&acc[..cols]);
+        }
+    }
+    out
+}
+
+/// Below this many weights (`K * N`) the product runs on the calling thread.
+const PARALLEL_WEIGHTS: usize = 1 << 16;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use rayon::prelude::*;
+
+    use super::super::blocked::{pack_rows, tile, RowBlocks, DEPTH, ROWS, TILE};
+    use super::super::weights::Load;
+    use super::{PARALLEL_WEIGHTS, SKINNY_ROWS};
+
+    /// Strips per decoding task.
+    const DECODE_STRIPS: usize = 16;
+    /// Strips a decoding thread reads at once: four streams kept the memory busier than one
+    /// (26-28 vs 17-18 GB/s, `[4096, 28672]` f16, one activation row, 2 threads) and give 8
+    /// independent multiply-add chains.
+    const STREAMS: usize = 4;
+    /// Rows of the strips per pass when several activation rows share them: four strips of
+    /// 512 rows (64 KB in f32) stay in L2 while each activation row runs over them.
+    const CHUNK: usize = 512;
+    /// Strips per prompt task, at most: a task reads `MAX_TASK_STRIPS` tiles of each `DEPTH`
+    /// rows of `x`.
+    const MAX_TASK_STRIPS: usize = 8;
+    /// Activation rows per pass of a prompt task over its strips: their packed `DEPTH` steps
+    /// (96 x 256 f32, 96 KB) stay in L2 while every tile of the task runs over them.
+    const ROW_CHUNK: usize = 16 * ROWS;
+
+    /// [`super::packed_matmul`] on a CPU with AVX2, FMA and F16C.
+    pub(super) fn matmul<W: Load + Send + Sync>(x: &[f32], strips: &[W], m: usize, k: usize, n: usize) -> Vec<f32> {
+        if m <= SKINNY_ROWS {
+            decode(x, strips, m, k, n)
+        } else {
+            prompt(x, strips, m, k, n)
+        }
+    }
+
+    /// A few activation rows: tasks of [`DECODE_STRIPS`] strips, [`STREAMS`] read at once.
+    fn decode<W: Load + Send + Sync>(x: &[f32], strips: &[W], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let count = n.div_ceil(TILE);
+        // `[strips, M, TILE]`: each task owns whole strips of it.
+        let mut grouped = vec![0.0f32; count * m * TILE];
+        let work = |(t, out): (usize, &mut [f32])| {
+            for (g, out) in out.chunks_mut(STREAMS * m * TILE).enumerate() {
+                let first = t * DECODE_STRIPS + g * STREAMS;
+                let w = &strips[first * k * TILE..(first + out.len() / (m * TILE)) * k * TILE];
+                // SAFETY: the caller checked the CPU's features; `w` is the strips of `out`.
+                unsafe { streams(x, w, m, k, out) };
+            }
+        };
+        if k * n < PARALLEL_WEIGHTS {
+            grouped.chunks_mut(DECODE_STRIPS * m * TILE).enumerate().for_each(work);
+        } else {
+            grouped.par_chunks_mut(DECODE_STRIPS * m * TILE).enumerate().for_each(work);
+        }
+        let mut out = vec![0.0f32; m * n];
+        for (s, values) in grouped.chunks_exact(m * TILE).enumerate() {
+            let (c0, cols) = (s * TILE, TILE.min(n - s * TILE));
+            for (row, values) in out.chunks_exact_mut(n).zip(values.chunks_exact(TILE)) {
+                row[c0..c0 + cols].copy_from_slice(&values[..cols]);
+            }
+        }
+        out
+    }
+
+    /// `out` (`[S, M, TILE]`, zeros) = `x · w` for the `S <= STREAMS` strips `w`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn streams<W: Load>(x: &[f32], w: &[W], m: usize, k: usize, out: &mut [f32]) {
+        match out.len() / (m * TILE) {
+            1 => streams_of::<1, W>(x, w, m, k, out),
+            2 => streams_of::<2, W>(x, w, m, k, out),
+            3 => streams_of::<3, W>(x, w, m, k, out),
+            _ => streams_of::<STREAMS, W>(x, w, m, k, out),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn streams_of<const S: usize, W: Load>(x: &[f32], w: &[W], m: usize, k: usize, out: &mut [f32]) {
+        let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
+        let strip = k * TILE;
+        for k0 in (0..k).step_by(CHUNK) {
+            let k1 = (k0 + CHUNK).min(k);
+            for r in 0..m {
+                let o = op.add(r * TILE);
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for s in 0..S {
+                    acc[2 * s] = _mm256_loadu_ps(o.add(s * m * TILE));
+                    acc[2 * s + 1] = _mm256_loadu_ps(o.add(s * m * TILE + 8));
+                }
+                let xr = x.as_ptr().add(r * k);
+                for kk in k0..k1 {
+                    let a = _mm256_broadcast_ss(&*xr.add(kk));
+                    for s in 0..S {
+                        let p = wp.add(s * strip + kk * TILE);
+                        acc[2 * s] = _mm256_fmadd_ps(a, W::load8(p), acc[2 * s]);
+                        acc[2 * s + 1] = _mm256_fmadd_ps(a, W::load8(p.add(8)), acc[2 * s + 1]);
+                    }
+                }
+                for s in 0..S {
+                    _mm256_storeu_ps(o.add(s * m * TILE), acc[2 * s]);
+                    _mm256_storeu_ps(o.add(s * m * TILE + 8), acc[2 * s + 1]);
+                }
+            }
+        }
+    }
+
+    /// Many activation rows: tasks of up to [`MAX_TASK_STRIPS`] strips, each run by the blocked
+    /// kernel's register tiles straight from the strips.
+    fn prompt<W: Load + Send + Sync>(x: &[f32], strips: &[W], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let count = n.div_ceil(TILE);
+        let per_task = count.div_ceil(4 * rayon::current_num_threads()).clamp(1, MAX_TASK_STRIPS);
+        let tasks: Vec<_> = (0..count).step_by(per_task).map(|s| s..(s + per_task).min(count)).collect();
+        let xp = pack_rows(x, m, k);
+        let run = |task: Range<usize>| {
+            let mut band = vec![0.0f32; m * task.len() * TILE];
+            // SAFETY: the caller checked the CPU's features; `band` is `[M, task.len() * TILE]`.
+            unsafe { band_of(&xp, strips, m, k, task.clone(), &mut band) };
+            (task.start * TILE, band)
+        };
+        let bands: Vec<_> = if k * n < PARALLEL_WEIGHTS {
+            tasks.into_iter().map(run).collect()
+        } else {
+            tasks.into_par_iter().map(run).collect()
+        };
+        let mut out = vec![0.0f32; m * n];
+        for (c0, band) in bands {
+            let width = band.len() / m;
+            let cols = width.min(n - c0);
+            for (row, values) in out.chunks_exact_mut(n).zip(band.chunks_exact(width)) {
+                row[c0..c0 + cols].copy_from_slice(&values[..cols]);
+            }
+        }
+        out
+    }
+
+    /// Strips `task` of the product into `band` (`[M, task.len() * TILE]`, zeros); `xp` is `x`
+    /// by [`pack_rows`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn band_of<W: Load>(xp: &RowBlocks, strips: &[W], m: usize, k: usize, task: Range<usize>, band: &mut [f32]) {
+        let width = band.len() / m;
+        for chunk in (0..xp.blocks.len()).step_by(ROW_CHUNK / ROWS) {
+            let blocks = chunk..(chunk + ROW_CHUNK / ROWS).min(xp.blocks.len());
+            for k0 in (0..k).step_by(DEPTH) {
+                let depth = DEPTH.min(k - k0);
+                for (t, s) in task.clone().enumerate() {
+                    let w = strips.as_ptr().add((s * k + k0) * TILE);
+                    for b in blocks.clone() {
+                        let rows = &xp.blocks[b];
+                        let xs = xp.values.as_ptr().add((b * k + k0) * ROWS);
+                        let out = band.as_mut_ptr().add(rows.start * width + t * TILE);
+                        tile(rows.len(), xs, w, depth, out, width);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{check_every_dtype, values};
+    use super::*;
+
+    fn product(x: &[f32], w: Weights<'_>, m: usize, k: usize, n: usize) -> Vec<f32> {
+        packed_matmul(x, &PackedWeights::pack(w, k, n), m)
+    }
+
+    #[test]
+    fn every_dtype_matches_the_reference_on_odd_shapes() {
+        // Decoding and prompt rows, strips past the last group of four, a padded last strip,
+        // K over several chunks and panels, enough weights to run in parallel, more rows than
+        // a row chunk.
+        check_every_dtype(
+            product,
+            &[(1, 3, 16), (2, 5, 17), (8, 600, 70), (9, 33, 200), (1, 1100, 300), (3, 700, 1411), (130, 40, 33)],
+        );
+    }
+
+    #[test]
+    fn unpacks_to_what_was_packed() {
+        let w = values(7 * 37, 3);
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v + 1.0 / 1024.0)).collect();
+        let packed = PackedWeights::pack(Weights::F16(&w16), 7, 37);
+        assert_eq!(packed.dims(), [7, 37]);
+        assert_eq!(packed.unpack(), TensorData::new(w16, [7, 37]));
+    }
+
+    #[test]
+    fn a_row_does_not_depend_on_its_batch() {
+        // One row alone (decoding), among 3, and among 20 (prompt): the same sums in the same
+        // order, so the same bits; and the same as the blocked kernel's tiles.
+        let (k, n) = (700, 150);
+        let x: Vec<f32> = (0..20 * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 377.0).collect();
+        let w: Vec<f32> = (0..k * n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 991.0).collect();
+        let packed = PackedWeights::pack(Weights::F32(&w), k, n);
+        let all = packed_matmul(&x, &packed, 20);
+        assert_eq!(packed_matmul(&x[..k], &packed, 1), all[..n]);
+        assert_eq!(packed_matmul(&x[..3 * k], &packed, 3), all[..3 * n]);
+        #[cfg(target_arch = "x86_64")]
+        if super::super::weights::has_avx2_fma_f16c() {
+            // Its whole tiles (it runs the columns past them in plain Rust).
+            let blocked = super::super::blocked_matmul(&x, Weights::F32(&w), 20, k, n);
+            let tiles = |v: &[f32]| v.chunks_exact(n).map(|row| row[..n / TILE * TILE].to_vec()).collect::<Vec<_>>();
+            assert_eq!(tiles(&blocked), tiles(&all));
+        }
+    }
+}
