@@ -194,7 +194,7 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Decode(a) => {
-            let model = match &a.model {
+            let mut model = match &a.model {
                 Some(dir) => {
                     let model = if dir.is_file() {
                         GgufFile::open(dir).and_then(|file| load_gguf_file::<B>(std::sync::Arc::new(file), &device))
@@ -218,7 +218,6 @@ fn dispatch<B: Backend>(command: Command, device: B::Device) -> Result<()> {
                     &device,
                 ),
             };
-            let mut model = model;
             if !a.no_pack {
                 model.pack_for_cpu();
             }

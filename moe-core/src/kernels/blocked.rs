@@ -95,9 +95,8 @@ impl Panels for Dense<'_> {
 /// If `x` is not `[M, K]`.
 pub(super) fn tiled<P: Panels>(x: &[f32], w: &P, m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
-    let mut out = vec![0.0f32; m * n];
     if m == 0 || n == 0 || k == 0 {
-        return out;
+        return vec![0.0f32; m * n];
     }
     // Whole panels per task, enough tasks for every thread to take several.
     let tiles = n.div_ceil(TILE);
@@ -107,12 +106,19 @@ pub(super) fn tiled<P: Panels>(x: &[f32], w: &P, m: usize, k: usize, n: usize) -
     // f32, packing took the kernel from 65 to 100-109 GFLOP/s; packing it per task instead
     // repeated it for each of the dozens of tasks.)
     let xp = pack_rows(x, m, k);
-    let bands: Vec<(usize, Vec<f32>)> =
-        tasks.into_par_iter().map(|cols| (cols.start, columns(x, &xp, w, m, k, cols))).collect();
+    let bands = tasks.into_par_iter().map(|cols| (cols.start, columns(x, &xp, w, m, k, cols))).collect();
+    assemble(bands, m, n)
+}
+
+/// The `[M, N]` product from bands of its columns: `(first column, [M, width] row-major)`; a
+/// band's columns past `N` (a packed strip's padding) are dropped.
+pub(super) fn assemble(bands: Vec<(usize, Vec<f32>)>, m: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
     for (c0, band) in bands {
         let width = band.len() / m;
+        let cols = width.min(n - c0);
         for (row, values) in out.chunks_exact_mut(n).zip(band.chunks_exact(width)) {
-            row[c0..c0 + width].copy_from_slice(values);
+            row[c0..c0 + cols].copy_from_slice(&values[..cols]);
         }
     }
     out

@@ -316,12 +316,7 @@ pub(super) fn pack_weight<B: Backend>(w: &Tensor<B, 2>) -> Option<PackedWeights>
         contiguous = w.to_contiguous();
         &contiguous
     };
-    let weights = match w.dtype() {
-        DType::F32 => Weights::F32(w.as_slice::<f32>()?),
-        DType::F16 => Weights::F16(w.as_slice::<f16>()?),
-        DType::BF16 => Weights::Bf16(w.as_slice::<bf16>()?),
-        _ => return None,
-    };
+    let weights = weights_of(w)?;
     (weights.len() == k * n).then(|| PackedWeights::pack(weights, k, n))
 }
 
@@ -421,6 +416,17 @@ fn widen(x: &FlexTensor) -> Option<Vec<f32>> {
     })
 }
 
+/// A contiguous f32/f16/bf16 flex tensor's values as kernel weights; `None` for a strided view
+/// or another dtype.
+fn weights_of(w: &FlexTensor) -> Option<Weights<'_>> {
+    Some(match w.dtype() {
+        DType::F32 => Weights::F32(w.as_slice::<f32>()?),
+        DType::F16 => Weights::F16(w.as_slice::<f16>()?),
+        DType::BF16 => Weights::Bf16(w.as_slice::<bf16>()?),
+        _ => return None,
+    })
+}
+
 /// f32 results as tensor data of `dtype`.
 fn in_dtype(out: Vec<f32>, shape: [usize; 2], dtype: DType) -> TensorData {
     match dtype {
@@ -436,12 +442,7 @@ fn run(x: &FlexTensor, w: &FlexTensor, m: usize, k: usize, n: usize) -> Option<F
     if m > BLOCKED_ROWS {
         return long_f32(x, w, m, k, n);
     }
-    let weights = match w.dtype() {
-        DType::F32 => Weights::F32(w.as_slice::<f32>()?),
-        DType::F16 => Weights::F16(w.as_slice::<f16>()?),
-        DType::BF16 => Weights::Bf16(w.as_slice::<bf16>()?),
-        _ => return None,
-    };
+    let weights = weights_of(w)?;
     let (rows, dtype) = f32_rows(x)?;
     let out =
         if m <= SKINNY_ROWS { skinny_matmul(&rows, weights, m, k, n) } else { blocked_matmul(&rows, weights, m, k, n) };

@@ -7,7 +7,7 @@
 //! contiguous buffer. On a 128-token prefill of the 8x7B shape in f16 that copy was 28% of the
 //! kernels' time (`perf`, session 16). Laid out this way when an inference model is loaded
 //! ([`crate::model::Mixtral::pack_for_cpu`]), every tile the kernel needs is already
-//! contiguous and is read in place: `[32, 4096] x [4096, 28672]` f16 went from 98-125 to
+//! contiguous and is read in place: `[32, 4096] x [4096, 28672]` f16 went from 112-125 to
 //! 144-151 GFLOP/s in a side harness. The layout costs no memory (it replaces the `[K, N]`
 //! matrix) and is read at the memory's speed when decoding: each thread walks four strips at
 //! once, four sequential streams (26-28 GB/s where the `[K, N]` kernel [`super::skinny_matmul`]
@@ -168,7 +168,7 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::super::blocked::{pack_rows, tile, RowBlocks, DEPTH, ROWS, TILE};
+    use super::super::blocked::{assemble, pack_rows, tile, RowBlocks, DEPTH, ROWS, TILE};
     use super::super::weights::Load;
     use super::{PARALLEL_WEIGHTS, SKINNY_ROWS};
 
@@ -279,20 +279,12 @@ mod x86 {
             unsafe { band_of(&xp, strips, m, k, task.clone(), &mut band) };
             (task.start * TILE, band)
         };
-        let bands: Vec<_> = if k * n < PARALLEL_WEIGHTS {
+        let bands = if k * n < PARALLEL_WEIGHTS {
             tasks.into_iter().map(run).collect()
         } else {
             tasks.into_par_iter().map(run).collect()
         };
-        let mut out = vec![0.0f32; m * n];
-        for (c0, band) in bands {
-            let width = band.len() / m;
-            let cols = width.min(n - c0);
-            for (row, values) in out.chunks_exact_mut(n).zip(band.chunks_exact(width)) {
-                row[c0..c0 + cols].copy_from_slice(&values[..cols]);
-            }
-        }
-        out
+        assemble(bands, m, n)
     }
 
     /// Strips `task` of the product into `band` (`[M, task.len() * TILE]`, zeros); `xp` is `x`
