@@ -4,7 +4,7 @@
 //! against finite differences or closed forms.
 
 use burn::module::Param;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use moe_core::config::MixtralConfig;
 use moe_core::convert::{merge_branches, upcycle, MergeConfig, RouterInit, UpcycleConfig};
 use moe_core::io::hub_keys::{ExpertProj, HubParam, ParamMut, ParamRef};
@@ -172,6 +172,14 @@ fn drop_upcycling_redraws_a_fraction_of_each_experts_units() {
         subsets.push(redrawn);
     }
     assert!(subsets.windows(2).any(|w| w[0] != w[1]), "every expert re-drew the same units");
+    // The draws are the conversion's own: a seed gives the same experts whatever else draws
+    // from the backend's generator meanwhile (tests beside this one do).
+    let _ = Tensor::<Cpu, 1>::random([64], Distribution::Default, &Default::default());
+    let again = upcycle(dense.clone(), &config).unwrap();
+    for x in 0..4 {
+        let p = HubParam::Expert(0, x, ExpertProj::GateUp);
+        assert_eq!(weight(&again, p), weight(&moe, p), "expert {x} drawn again");
+    }
 
     let noisy = upcycle(dense, &UpcycleConfig { expert_noise: 0.1, ..UpcycleConfig::new(2, 1) }).unwrap();
     let moved = weight(&noisy, HubParam::Expert(0, 1, ExpertProj::Down));

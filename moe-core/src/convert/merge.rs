@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::draws::Draws;
 use super::RouterInit;
 use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
@@ -24,7 +25,7 @@ pub struct MergeConfig {
     pub routing: RoutingConfig,
     /// How the new routers start.
     pub router_init: RouterInit,
-    /// Seed of the backend's generator for the router draws.
+    /// Seed of the router draws (a generator of the merge's own: the backend's is left alone).
     pub seed: u64,
 }
 
@@ -60,7 +61,7 @@ pub fn merge_branches<B: Backend>(branches: Vec<Mixtral<B>>, config: &MergeConfi
     };
     model_config.validate()?;
     let device = first.embed_tokens.weight.lazy_device();
-    B::seed(&device, config.seed);
+    let mut draws = Draws::new(config.seed);
 
     // The shared parameters: the mean over the branches, written into a copy of branch 0.
     let shared: Vec<HubParam> = HubParam::all(&dense).into_iter().filter(|p| !matches!(p, HubParam::Mlp(..))).collect();
@@ -114,10 +115,7 @@ pub fn merge_branches<B: Backend>(branches: Vec<Mixtral<B>>, config: &MergeConfi
     for (l, layer) in model.layers.iter_mut().enumerate() {
         let mut router =
             RouterConfig::new(d, e, model_config.top_k).with_routing(model_config.routing.clone()).init::<B>(&device);
-        router.gate.weight = Param::from_tensor(match config.router_init {
-            RouterInit::Zero => Tensor::zeros([d, e], &device),
-            RouterInit::Normal(std) => Tensor::random([d, e], burn::tensor::Distribution::Normal(0.0, std), &device),
-        });
+        router.gate.weight = Param::from_tensor(config.router_init.gate([d, e], &mut draws, &device));
         let experts = Experts { ffns: ffns.iter().map(|branch| branch[l].clone()).collect() };
         let shared = model_config.routing.shared_width(model_config.d_ff).map(|width| {
             let mut s = crate::moe::SharedExpertsConfig::new(d, width)

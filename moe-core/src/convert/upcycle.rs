@@ -4,9 +4,10 @@
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, IndexingUpdateOp, Tensor};
+use burn::tensor::{Bool, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::draws::Draws;
 use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
 use crate::model::{DecoderLayer, FeedForward, Mixtral};
@@ -23,6 +24,16 @@ pub enum RouterInit {
     /// Gaussian gates with this standard deviation: the usual choice, small enough that the
     /// mixture still computes about the dense FFN.
     Normal(f64),
+}
+
+impl RouterInit {
+    /// A new router's `[D, E]` gate weights.
+    pub(super) fn gate<B: Backend>(self, [d, e]: [usize; 2], draws: &mut Draws, device: &B::Device) -> Tensor<B, 2> {
+        match self {
+            Self::Zero => Tensor::zeros([d, e], device),
+            Self::Normal(std) => draws.normal([d, e], 0.0, std, device),
+        }
+    }
 }
 
 /// Settings of [`upcycle`].
@@ -44,7 +55,8 @@ pub struct UpcycleConfig {
     /// matrix's mean and standard deviation; each expert drops its own random subset. 0 keeps
     /// the copies whole (Nakamura et al. found 0.5 best).
     pub reinit_fraction: f64,
-    /// Seed of the backend's generator for the router, noise and re-initialisation draws.
+    /// Seed of the router, noise and re-initialisation draws (a generator of the conversion's
+    /// own: the backend's is left alone).
     pub seed: u64,
 }
 
@@ -111,14 +123,14 @@ pub fn upcycle<B: Backend>(dense: Mixtral<B>, config: &UpcycleConfig) -> Result<
     config.validate(&dense.config)?;
     let model_config = config.model_config(&dense.config);
     let device = dense.embed_tokens.weight.lazy_device();
-    B::seed(&device, config.seed);
+    let mut draws = Draws::new(config.seed);
     let Mixtral { embed_tokens, layers, norm, lm_head, rope, .. } = dense;
     let layers = layers
         .into_iter()
         .map(|layer| {
             let DecoderLayer { input_layernorm, self_attn, post_attention_layernorm, feed_forward } = layer;
             let FeedForward::Dense(mlp) = feed_forward else { unreachable!("validated: the model is dense") };
-            let moe = sparse_block(&mlp, &model_config, config, &device);
+            let moe = sparse_block(&mlp, &model_config, config, &mut draws, &device);
             DecoderLayer {
                 input_layernorm,
                 self_attn,
@@ -135,18 +147,15 @@ fn sparse_block<B: Backend>(
     mlp: &SwiGlu<B>,
     model: &MixtralConfig,
     config: &UpcycleConfig,
+    draws: &mut Draws,
     device: &B::Device,
 ) -> SparseMoe<B> {
     let (d, e) = (model.d_model, model.n_experts);
     let mut router = RouterConfig::new(d, e, model.top_k).with_routing(model.routing.clone()).init::<B>(device);
-    let gate = match config.router_init {
-        RouterInit::Zero => Tensor::zeros([d, e], device),
-        RouterInit::Normal(std) => Tensor::random([d, e], Distribution::Normal(0.0, std), device),
-    };
-    router.gate.weight = Param::from_tensor(gate);
+    router.gate.weight = Param::from_tensor(config.router_init.gate([d, e], draws, device));
     // `val()` materialises a lazy weight once, so every copy starts from the same values.
     let (gate_up, down) = (mlp.gate_up.weight.val(), mlp.down.weight.val());
-    let ffns = (0..e).map(|_| expert_copy(gate_up.clone(), down.clone(), config)).collect();
+    let ffns = (0..e).map(|_| expert_copy(gate_up.clone(), down.clone(), config, draws)).collect();
     let shared = model.routing.shared_width(model.d_ff).map(|width| {
         let mut shared = crate::moe::SharedExpertsConfig::new(d, width)
             .with_gated(model.routing.shared_expert_gate)
@@ -161,21 +170,22 @@ fn sparse_block<B: Backend>(
 
 /// A fresh copy of an FFN (`gate_up` `[D, 2F]`, `down` `[F, D]`), noised and partly
 /// re-initialised as `config` says.
-fn expert_copy<B: Backend>(gate_up: Tensor<B, 2>, down: Tensor<B, 2>, config: &UpcycleConfig) -> SwiGlu<B> {
+fn expert_copy<B: Backend>(
+    gate_up: Tensor<B, 2>,
+    down: Tensor<B, 2>,
+    config: &UpcycleConfig,
+    draws: &mut Draws,
+) -> SwiGlu<B> {
     let [d, two_f] = gate_up.dims();
     let f = two_f / 2;
     let (mut gate_up, mut down) = (gate_up, down);
     if config.reinit_fraction > 0.0 {
         let device = down.device();
         let dropped = ((config.reinit_fraction * f as f64).round() as usize).min(f);
-        // A random subset of `dropped` hidden units: the first of a random permutation.
-        let order = Tensor::<B, 1>::random([f], Distribution::Default, &device).argsort(0);
-        let units = Tensor::<B, 1>::zeros([f], &device)
-            .select_assign(0, order.narrow(0, 0, dropped), Tensor::ones([dropped], &device), IndexingUpdateOp::Add)
-            .greater_elem(0.5); // [F]
-        let fresh = |w: Tensor<B, 2>| {
+        let units = Tensor::<B, 1, Bool>::from_data(TensorData::new(draws.subset(f, dropped), [f]), &device); // [F]
+        let mut fresh = |w: Tensor<B, 2>| {
             let (mean, std) = moments(&w);
-            Tensor::random(w.shape(), Distribution::Normal(mean, std), &w.device())
+            draws.normal::<B>(w.dims(), mean, std, &device).cast(w.dtype())
         };
         let (g, u) = (gate_up.clone().narrow(1, 0, f), gate_up.narrow(1, f, f));
         let columns = units.clone().reshape([1, f]).expand([d, f]);
@@ -186,10 +196,10 @@ fn expert_copy<B: Backend>(gate_up: Tensor<B, 2>, down: Tensor<B, 2>, config: &U
         down = down.clone().mask_where(rows, fresh(down));
     }
     if config.expert_noise > 0.0 {
-        let noised = |w: Tensor<B, 2>| {
+        let mut noised = |w: Tensor<B, 2>| {
             let (_, std) = moments(&w);
-            let noise = Tensor::random(w.shape(), Distribution::Normal(0.0, config.expert_noise * std), &w.device());
-            w + noise
+            let noise = draws.normal::<B>(w.dims(), 0.0, config.expert_noise * std, &w.device());
+            w.clone() + noise.cast(w.dtype())
         };
         gate_up = noised(gate_up);
         down = noised(down);
