@@ -41,6 +41,7 @@ pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod convert;
+mod draws;
 pub mod error;
 pub mod fs;
 pub mod gguf;

@@ -96,6 +96,8 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
     let aux_coef = config.aux_loss_coef();
     std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
 
+    // The fresh model's weights come from `init_seeded`'s own generator; the backend's seeds the
+    // draws made while training (noisy routing).
     B::seed(device, t.seed);
     let fresh = match &t.init_from {
         Some(dir) => {
@@ -110,7 +112,7 @@ pub fn train<B: AutodiffBackend>(setup: &RunSetup, device: &B::Device) -> Result
             model.config = config.model.clone();
             model
         }
-        None => config.model.init::<B>(device),
+        None => config.model.init_seeded::<B>(device, t.seed),
     };
     let (mut model, mut optim, mut state) = match resume_from {
         Some(dir) => checkpoint::load(dir, fresh, t, device)?,

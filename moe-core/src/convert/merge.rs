@@ -7,9 +7,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::draws::Draws;
 use super::RouterInit;
 use crate::config::MixtralConfig;
+use crate::draws::Draws;
 use crate::error::{MoeError, Result};
 use crate::io::hub_keys::{HubParam, ParamMut, ParamRef};
 use crate::model::{FeedForward, Mixtral};

@@ -1,7 +1,6 @@
 //! Conversions between dense and sparse models: sparse upcycling (a dense model's FFN copied
 //! into every expert) and Branch-Train-MiX's merge (dense branches' FFNs as the experts).
 
-mod draws;
 mod merge;
 mod upcycle;
 

@@ -7,8 +7,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::draws::Draws;
 use crate::config::MixtralConfig;
+use crate::draws::Draws;
 use crate::error::{MoeError, Result};
 use crate::model::{DecoderLayer, FeedForward, Mixtral};
 use crate::moe::{Experts, RouterConfig, RoutingConfig, SparseMoe};

@@ -4,6 +4,7 @@
 mod decoder_layer;
 mod feed_forward;
 mod mixtral;
+mod seeded_init;
 
 pub use decoder_layer::{DecoderLayer, DecoderLayerOutput, LayerRouting};
 pub use feed_forward::FeedForward;
