@@ -5,12 +5,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+/// This crate's folder in the checkout being tested. The runtime value first: a build cache
+/// shared by two checkouts can hand this one a binary compiled in the other (see
+/// tests/integration/common.rs).
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn fixture(name: &str) -> PathBuf {
-    // The runtime value first: a build cache shared by two checkouts can hand this one a binary
-    // compiled in the other (see tests/integration/common.rs).
-    let dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    dir.join("../tests/fixtures").join(name)
+    manifest_dir().join("../tests/fixtures").join(name)
 }
 
 fn moe_infer(args: &[&str]) -> Output {
@@ -452,7 +455,7 @@ impl Server {
     /// Runs a Python script from tests/ with the server's URL first; panics with its output
     /// and the server's log if it fails.
     fn python(&self, script: &str, args: &[&str]) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+        let path = manifest_dir().join("tests").join(script);
         let out = Command::new("python3").arg(path).arg(&self.url).args(args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(

@@ -241,7 +241,7 @@ mod x86 {
                 for (b, rows) in xp.blocks.iter().enumerate() {
                     let xs = xp.values.as_ptr().add((b * k + k0) * ROWS);
                     let out = band.as_mut_ptr().add(rows.start * width + t * TILE);
-                    tile(rows.len(), xs, tile_w.as_ptr(), depth, out, width);
+                    tile(rows.len(), xs, tile_w.as_ptr(), depth, out, width, true);
                 }
             }
         }
@@ -288,12 +288,13 @@ mod x86 {
 
     /// `min(rows, ROWS)` rows by 16 columns of the output, accumulated in registers over `depth`
     /// rows of a packed tile of `w` (`tile_w`: `TILE` weights per row, widened to f32 as they are
-    /// read) and of `x` (`xp`: `ROWS` values per step, the block's rows), added to what `out` (row
-    /// stride `width`) holds.
+    /// read) and of `x` (`xp`: `ROWS` values per step, the block's rows), stored into `out` (row
+    /// stride `width`), or added to what it holds when `add`.
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and F16C; `tile_w` holds `depth * TILE` weights, `xp`
-    /// `depth * ROWS` values and `out` the rows and columns written.
+    /// `depth * ROWS` values and `out` the rows and columns written (initialised when `add`).
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in crate::kernels) unsafe fn tile<W: Load>(
         rows: usize,
@@ -302,14 +303,15 @@ mod x86 {
         depth: usize,
         out: *mut f32,
         width: usize,
+        add: bool,
     ) {
         match rows {
-            1 => tile_rows::<1, W>(xp, tile_w, depth, out, width),
-            2 => tile_rows::<2, W>(xp, tile_w, depth, out, width),
-            3 => tile_rows::<3, W>(xp, tile_w, depth, out, width),
-            4 => tile_rows::<4, W>(xp, tile_w, depth, out, width),
-            5 => tile_rows::<5, W>(xp, tile_w, depth, out, width),
-            _ => tile_rows::<ROWS, W>(xp, tile_w, depth, out, width),
+            1 => tile_rows::<1, W>(xp, tile_w, depth, out, width, add),
+            2 => tile_rows::<2, W>(xp, tile_w, depth, out, width, add),
+            3 => tile_rows::<3, W>(xp, tile_w, depth, out, width, add),
+            4 => tile_rows::<4, W>(xp, tile_w, depth, out, width, add),
+            5 => tile_rows::<5, W>(xp, tile_w, depth, out, width, add),
+            _ => tile_rows::<ROWS, W>(xp, tile_w, depth, out, width, add),
         }
     }
 
@@ -321,12 +323,15 @@ mod x86 {
         depth: usize,
         out: *mut f32,
         width: usize,
+        add: bool,
     ) {
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
-        for r in 0..R {
-            lo[r] = _mm256_loadu_ps(out.add(r * width));
-            hi[r] = _mm256_loadu_ps(out.add(r * width + 8));
+        if add {
+            for r in 0..R {
+                lo[r] = _mm256_loadu_ps(out.add(r * width));
+                hi[r] = _mm256_loadu_ps(out.add(r * width + 8));
+            }
         }
         let mut wp = tile_w;
         let mut xs = xp;

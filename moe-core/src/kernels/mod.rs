@@ -146,6 +146,15 @@ pub fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Tensor<B, N> {
     silu(h.clone().narrow(N - 1, 0, f)) * h.narrow(N - 1, f, f)
 }
 
+/// `t` in row-major storage, so that a reshape after it copies nothing. On burn-flex a view
+/// whose last dim is contiguous (heads swapped in front of positions) is copied one run of
+/// that dim at a time; elsewhere `t` comes back as it is and Burn copies where it must.
+pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let t = flex::contiguous(t);
+    t
+}
+
 /// The routed experts' outputs, weighted and added back in token order:
 /// `hidden[token_index[s]] += weights[s] * y[s]` over the slots `s` in order, `y` the outputs
 /// concatenated. Slots are in expert order, so each token's contributions are added in

@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, FloatDType, Tensor};
 
 use super::{CacheStep, LayerKvCache, Projection, RopeTable};
+use crate::kernels::contiguous;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -121,7 +122,7 @@ impl<B: Backend> Attention<B> {
         let r = h / g;
         // GQA without copying k/v: view the query heads as [G, R] groups and broadcast each
         // kv head over its group in the matmul.
-        let q = q.reshape([b, g, r * s_q, dh]);
+        let q = contiguous(q).reshape([b, g, r * s_q, dh]);
         let scale = (dh as f64).powf(-0.5);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, G, R*Sq, Sk]
         let scores = scores.reshape([b, h, s_q, s_k]);
@@ -139,7 +140,7 @@ impl<B: Backend> Attention<B> {
     /// # Shapes
     /// - `out`: `[B, H, S, Dh]` -> `[B, S, D]`
     fn merge_heads(&self, out: Tensor<B, 4>, b: usize, s: usize) -> Tensor<B, 3> {
-        let out = out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]);
+        let out = contiguous(out.swap_dims(1, 2)).reshape([b, s, self.n_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
 }
