@@ -8,11 +8,13 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 use half::slice::HalfFloatSliceExt;
+use half::vec::HalfFloatVecExt;
 use half::{bf16, f16};
 
 use super::blocked::blocked_matmul;
 use super::packed::{packed_matmul, PackedWeights};
 use super::quantized::quantized_matmul;
+use super::rms_norm::rms_norm as rms_norm_rows;
 use super::rope::rope as rope_rows;
 use super::skinny::skinny_matmul;
 use super::swiglu::swiglu as swiglu_rows;
@@ -76,22 +78,81 @@ pub(super) fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Result<Tens
     }
 }
 
-/// [`swiglu_rows`] on f16 or bf16 values, widened and narrowed with `half`'s slice conversions
-/// (F16C where the CPU has it).
+/// [`swiglu_rows`] on f16 or bf16 values.
 fn swiglu_half<H: Copy + Send + Sync + Default>(h: &[H], f: usize) -> Vec<H>
 where
     [H]: HalfFloatSliceExt,
 {
-    swiglu_rows(
-        h,
-        f,
-        |from: &[H], to: &mut [f32]| from.convert_to_f32_slice(to),
-        |from, to: &mut [H]| to.convert_from_f32_slice(from),
-    )
+    swiglu_rows(h, f, widen_half, narrow_half)
 }
 
-/// RoPE by this crate's kernel when `B` is burn-flex and the tables are contiguous f32;
-/// otherwise `x` back.
+/// [`rms_norm_rows`] on contiguous `x` and `w` of dtype `E`, `w` of `d` values; `None` otherwise.
+fn norm_rows<E: burn::tensor::Element + bytemuck::Pod + Default + Send + Sync>(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    d: usize,
+    eps: f32,
+    to_f32: impl Fn(&[E], &mut [f32]) + Sync,
+    from_f32: impl Fn(&[f32], &mut [E]) + Sync,
+) -> Option<Vec<E>> {
+    let (x, w) = (x.as_slice::<E>()?, w.as_slice::<E>()?);
+    (d > 0 && w.len() == d).then(|| rms_norm_rows(x, w, eps, to_f32, from_f32))
+}
+
+/// f32 values into f32 values of equal length: the kernels' converter for f32 tensors.
+fn copy(from: &[f32], to: &mut [f32]) {
+    to.copy_from_slice(from);
+}
+
+/// f16 or bf16 values widened to f32 with `half`'s slice conversion (F16C where the CPU has
+/// it; the element-by-element `to_f32` was most of a serial pass in an f16 prefill's profile).
+fn widen_half<H>(from: &[H], to: &mut [f32])
+where
+    [H]: HalfFloatSliceExt,
+{
+    from.convert_to_f32_slice(to);
+}
+
+/// f32 values narrowed to f16 or bf16 (round to nearest even), as [`widen_half`].
+fn narrow_half<H>(from: &[f32], to: &mut [H])
+where
+    [H]: HalfFloatSliceExt,
+{
+    to.convert_from_f32_slice(from);
+}
+
+/// RMSNorm by this crate's kernel when `B` is burn-flex and `x` and `weight` are contiguous
+/// tensors of one float dtype; otherwise `x` back.
+pub(super) fn rms_norm<B: Backend, const N: usize>(
+    x: Tensor<B, N>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Result<Tensor<B, N>, Tensor<B, N>> {
+    let shape = x.dims();
+    let xp = x.into_primitive();
+    let wp = weight.clone().into_primitive().tensor();
+    let d = shape[N - 1];
+    let out = match (&xp, as_flex::<B>(&wp)) {
+        (TensorPrimitive::Float(p), Some(w)) => as_flex::<B>(p).and_then(|x| {
+            let eps = eps as f32;
+            let data = match x.dtype() {
+                DType::F32 => TensorData::new(norm_rows::<f32>(x, w, d, eps, copy, copy)?, shape),
+                DType::F16 => TensorData::new(norm_rows::<f16>(x, w, d, eps, widen_half, narrow_half)?, shape),
+                DType::BF16 => TensorData::new(norm_rows::<bf16>(x, w, d, eps, widen_half, narrow_half)?, shape),
+                _ => return None,
+            };
+            from_flex::<B>(FlexTensor::from_data(data))
+        }),
+        _ => None,
+    };
+    match out {
+        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
+        None => Err(Tensor::from_primitive(xp)),
+    }
+}
+
+/// RoPE by this crate's kernel when `B` is burn-flex and the tables are contiguous f32, f16 or
+/// bf16 (a model run in f16 makes them in its default dtype); otherwise `x` back.
 pub(super) fn rope<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
@@ -113,7 +174,7 @@ pub(super) fn rope<B: Backend>(
     let (cp, sp) = (cos.clone().into_primitive().tensor(), sin.clone().into_primitive().tensor());
     let out = match (&xp, as_flex::<B>(&cp), as_flex::<B>(&sp)) {
         (TensorPrimitive::Float(p), Some(c), Some(sn)) => as_flex::<B>(p).and_then(|xf| {
-            let (c, sn) = (c.as_slice::<f32>()?, sn.as_slice::<f32>()?);
+            let (c, sn) = (f32_rows(c)?.0, f32_rows(sn)?.0);
             let xc;
             let xf = if xf.is_contiguous() {
                 xf
@@ -125,14 +186,14 @@ pub(super) fn rope<B: Backend>(
             let position = |r: usize| r % rows;
             let data = match xf.dtype() {
                 DType::F32 => {
-                    TensorData::new(rope_rows(xf.as_slice::<f32>()?, heads, dh, c, sn, position, |v| v, |v| v), shape)
+                    TensorData::new(rope_rows(xf.as_slice::<f32>()?, heads, dh, &c, &sn, position, copy, copy), shape)
                 }
                 DType::F16 => TensorData::new(
-                    rope_rows(xf.as_slice::<f16>()?, heads, dh, c, sn, position, f16::to_f32, f16::from_f32),
+                    rope_rows(xf.as_slice::<f16>()?, heads, dh, &c, &sn, position, widen_half, narrow_half),
                     shape,
                 ),
                 DType::BF16 => TensorData::new(
-                    rope_rows(xf.as_slice::<bf16>()?, heads, dh, c, sn, position, bf16::to_f32, bf16::from_f32),
+                    rope_rows(xf.as_slice::<bf16>()?, heads, dh, &c, &sn, position, widen_half, narrow_half),
                     shape,
                 ),
                 _ => return None,
@@ -274,9 +335,10 @@ fn write_typed<E: burn::tensor::Element + bytemuck::Pod>(
 }
 
 /// The routed experts' outputs weighted and added back in token order, in one pass, when `B`
-/// is burn-flex and every input is contiguous f32 with an integer index; otherwise the
-/// outputs back. Each slot's product is rounded before it is added, as in `y * w` followed by
-/// `select_assign`, so the sums are the same to the bit.
+/// is burn-flex and every input is contiguous, of one float dtype (f32, f16 or bf16), with an
+/// integer index; otherwise the outputs back. Each slot's product is rounded to the dtype
+/// before it is added and each sum after, as in `y * w` followed by `select_assign`, so the
+/// sums are the same to the bit.
 pub(super) fn combine<B: Backend>(
     outputs: Vec<Tensor<B, 2>>,
     weights: &Tensor<B, 2>,
@@ -290,37 +352,77 @@ pub(super) fn combine<B: Backend>(
         let ys = prims
             .iter()
             .map(|p| match p {
-                TensorPrimitive::Float(p) => as_flex::<B>(p)?.as_slice::<f32>(),
+                TensorPrimitive::Float(p) => as_flex::<B>(p),
                 TensorPrimitive::QFloat(_) => None,
             })
             .collect::<Option<Vec<_>>>()?;
-        let ws = as_flex::<B>(&wp)?.as_slice::<f32>()?;
+        let ws = as_flex::<B>(&wp)?;
         let index = (&ip as &dyn Any).downcast_ref::<FlexTensor>()?;
         let index: Vec<usize> = match index.dtype() {
             DType::I64 => index.as_slice::<i64>()?.iter().map(|&i| usize::try_from(i).ok()).collect::<Option<_>>()?,
             DType::I32 => index.as_slice::<i32>()?.iter().map(|&i| usize::try_from(i).ok()).collect::<Option<_>>()?,
             _ => return None,
         };
-        if d == 0 || ys.iter().any(|y| y.len() % d != 0) {
-            return None;
-        }
-        let slots: usize = ys.iter().map(|y| y.len() / d).sum();
-        if ws.len() != slots || index.len() != slots {
-            return None;
-        }
-        if index.iter().any(|&t| t >= tokens) {
-            return None;
-        }
-        let mut hidden = vec![0.0f32; tokens * d];
-        for ((row, &t), &w) in ys.iter().flat_map(|y| y.chunks_exact(d)).zip(&index).zip(ws) {
-            hidden[t * d..(t + 1) * d].iter_mut().zip(row).for_each(|(h, &v)| *h += v * w);
-        }
-        from_flex::<B>(FlexTensor::from_data(TensorData::new(hidden, [tokens, d])))
+        let shape = [tokens, d];
+        let data = match ws.dtype() {
+            DType::F32 => TensorData::new(combine_rows::<f32>(&ys, ws, &index, shape, copy, copy)?, shape),
+            DType::F16 => TensorData::new(combine_rows::<f16>(&ys, ws, &index, shape, widen_half, narrow_half)?, shape),
+            DType::BF16 => {
+                TensorData::new(combine_rows::<bf16>(&ys, ws, &index, shape, widen_half, narrow_half)?, shape)
+            }
+            _ => return None,
+        };
+        from_flex::<B>(FlexTensor::from_data(data))
     })();
     match hidden {
         Some(hidden) => Ok(Tensor::from_primitive(TensorPrimitive::Float(hidden))),
         None => Err(prims.into_iter().map(Tensor::from_primitive).collect()),
     }
+}
+
+/// [`combine`]'s pass on values of dtype `E`: `hidden[index[s]] += ws[s] * y[s]` over the
+/// slots `s` of the outputs `ys` in order, in f32, rounded to `E` after each product and each
+/// sum unless `E` is f32 (burn-flex's f16 and bf16 ops compute in f32 and round once); `None`
+/// when a dtype, a length or an index does not fit.
+fn combine_rows<E: burn::tensor::Element + bytemuck::Pod + Default>(
+    ys: &[&FlexTensor],
+    ws: &FlexTensor,
+    index: &[usize],
+    [tokens, d]: [usize; 2],
+    to_f32: impl Fn(&[E], &mut [f32]),
+    from_f32: impl Fn(&[f32], &mut [E]),
+) -> Option<Vec<E>> {
+    let ys = ys.iter().map(|y| y.as_slice::<E>()).collect::<Option<Vec<_>>>()?;
+    let ws = ws.as_slice::<E>()?;
+    if d == 0 || ys.iter().any(|y| y.len() % d != 0) {
+        return None;
+    }
+    let slots: usize = ys.iter().map(|y| y.len() / d).sum();
+    if ws.len() != slots || index.len() != slots || index.iter().any(|&t| t >= tokens) {
+        return None;
+    }
+    let rounds = E::dtype() != DType::F32;
+    let mut rounded = vec![E::default(); if rounds { d } else { 0 }];
+    let mut round = |v: &mut [f32]| {
+        if rounds {
+            from_f32(v, &mut rounded);
+            to_f32(&rounded, v);
+        }
+    };
+    let mut w32 = vec![0.0f32; slots];
+    to_f32(ws, &mut w32);
+    let (mut hidden, mut row) = (vec![0.0f32; tokens * d], vec![0.0f32; d]);
+    for ((y, &t), &w) in ys.iter().flat_map(|y| y.chunks_exact(d)).zip(index).zip(&w32) {
+        to_f32(y, &mut row);
+        row.iter_mut().for_each(|v| *v *= w);
+        round(&mut row);
+        let h = &mut hidden[t * d..(t + 1) * d];
+        h.iter_mut().zip(&row).for_each(|(h, v)| *h += v);
+        round(h);
+    }
+    let mut out = vec![E::default(); tokens * d];
+    from_f32(&hidden, &mut out);
+    Some(out)
 }
 
 fn as_flex<B: Backend>(p: &B::FloatTensorPrimitive) -> Option<&FlexTensor> {
@@ -467,8 +569,8 @@ fn f32_rows(x: &FlexTensor) -> Option<(std::borrow::Cow<'_, [f32]>, DType)> {
 fn widen(x: &FlexTensor) -> Option<Vec<f32>> {
     Some(match x.dtype() {
         DType::F32 => x.as_slice::<f32>()?.to_vec(),
-        DType::F16 => x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect(),
-        DType::BF16 => x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect(),
+        DType::F16 => x.as_slice::<f16>()?.to_f32_vec(),
+        DType::BF16 => x.as_slice::<bf16>()?.to_f32_vec(),
         _ => return None,
     })
 }
@@ -487,8 +589,8 @@ fn weights_of(w: &FlexTensor) -> Option<Weights<'_>> {
 /// f32 results as tensor data of `dtype`.
 fn in_dtype(out: Vec<f32>, shape: [usize; 2], dtype: DType) -> TensorData {
     match dtype {
-        DType::F16 => TensorData::new(out.into_iter().map(f16::from_f32).collect::<Vec<_>>(), shape),
-        DType::BF16 => TensorData::new(out.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape),
+        DType::F16 => TensorData::new(Vec::<f16>::from_f32_slice(&out), shape),
+        DType::BF16 => TensorData::new(Vec::<bf16>::from_f32_slice(&out), shape),
         _ => TensorData::new(out, shape),
     }
 }
@@ -577,6 +679,16 @@ mod tests {
         );
         let got = combine(outputs.clone(), &weights, &index, 6).expect("the kernel runs");
         got.into_data().assert_eq(&want.into_data(), true);
+        for dtype in [FloatDType::F16, FloatDType::BF16] {
+            let outputs: Vec<_> = outputs.iter().map(|o| o.clone().cast(dtype)).collect();
+            let weights = weights.clone().cast(dtype);
+            let y = Tensor::cat(outputs.clone(), 0) * weights.clone();
+            let zeros = Tensor::<Flex, 2>::zeros([6, 6], &device).cast(dtype);
+            let want = zeros.select_assign(0, index.clone(), y, burn::tensor::IndexingUpdateOp::Add);
+            let got = combine(outputs, &weights, &index, 6).expect("the kernel runs");
+            assert_eq!(got.dtype(), dtype.into());
+            got.into_data().assert_eq(&want.into_data(), true);
+        }
         let out_of_range = Tensor::<Flex, 1, Int>::from_data([0, 2, 4, 1, 2, 3, 4, 5, 0, 1, 3, 6], &device);
         assert!(combine(outputs, &weights, &out_of_range, 6).is_err(), "a token past T: Burn's ops");
     }
@@ -598,6 +710,20 @@ mod tests {
     /// A view with heads swapped in front of positions (and one narrowed, so it starts past
     /// its buffer's start) is copied run by run to exactly what Burn's copy gives, in every
     /// dtype; a view whose last dim is strided is left to Burn.
+    #[test]
+    fn rope_takes_the_kernel_with_tables_in_half_precision() {
+        // A model run in f16 makes its tables in its default dtype: the kernel widens them.
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::random([1, 3, 2, 8], Distribution::Normal(0.0, 1.0), &device);
+        let table = crate::nn::RotaryEmbedding::new(8, 100.0).range::<Flex>(2, 3, &device);
+        let want = rope(x.clone(), &table.cos, &table.sin, RopePositions::Shared).unwrap();
+        for dtype in [FloatDType::F16, FloatDType::BF16] {
+            let (cos, sin) = (table.cos.clone().cast(dtype), table.sin.clone().cast(dtype));
+            let got = rope(x.clone().cast(dtype), &cos, &sin, RopePositions::Shared).expect("the kernel");
+            got.cast(FloatDType::F32).into_data().assert_approx_eq::<f32>(&want.to_data(), Tolerance::absolute(3e-2));
+        }
+    }
+
     #[test]
     fn contiguous_copies_swapped_views_run_by_run() {
         let device = Default::default();

@@ -19,6 +19,7 @@ mod flex;
 mod int_dot;
 mod packed;
 mod quantized;
+mod rms_norm;
 mod rope;
 mod rows_x8;
 mod skinny;
@@ -36,6 +37,7 @@ use crate::quant::QuantMatrix;
 pub use blocked::blocked_matmul;
 pub use packed::{packed_matmul, PackedWeights};
 pub use quantized::quantized_matmul;
+pub use rms_norm::rms_norm as rms_norm_rows;
 pub use rope::rope as rope_rows;
 pub use skinny::skinny_matmul;
 pub use swiglu::swiglu as swiglu_rows;
@@ -126,6 +128,25 @@ pub fn rope<B: Backend>(
     #[cfg(not(feature = "flex"))]
     {
         let _ = (cos, sin, positions);
+        Err(x)
+    }
+}
+
+/// RMSNorm (transformers' `MixtralRMSNorm`) by [`rms_norm_rows`] on burn-flex without autodiff;
+/// `Err(x)` (for the caller's Burn ops) elsewhere.
+///
+/// # Shapes
+/// - `x`: `[..., D]`, `weight`: `[D]` of `x`'s dtype -> `[..., D]`
+pub fn rms_norm<B: Backend, const N: usize>(
+    x: Tensor<B, N>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Result<Tensor<B, N>, Tensor<B, N>> {
+    #[cfg(feature = "flex")]
+    return flex::rms_norm(x, weight, eps);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, eps);
         Err(x)
     }
 }
