@@ -60,10 +60,7 @@ pub(super) fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Result<Tens
     let out = match &hp {
         TensorPrimitive::Float(p) => as_flex::<B>(p).and_then(|h| {
             let data = match h.dtype() {
-                DType::F32 => {
-                    let copy = |from: &[f32], to: &mut [f32]| to.copy_from_slice(from);
-                    TensorData::new(swiglu_rows(h.as_slice::<f32>()?, f, copy, copy), shape)
-                }
+                DType::F32 => TensorData::new(swiglu_rows(h.as_slice::<f32>()?, f, copy, copy), shape),
                 DType::F16 => TensorData::new(swiglu_half(h.as_slice::<f16>()?, f), shape),
                 DType::BF16 => TensorData::new(swiglu_half(h.as_slice::<bf16>()?, f), shape),
                 _ => return None,
@@ -72,10 +69,7 @@ pub(super) fn swiglu<B: Backend, const N: usize>(h: Tensor<B, N>) -> Result<Tens
         }),
         _ => None,
     };
-    match out {
-        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
-        None => Err(Tensor::from_primitive(hp)),
-    }
+    kernel_or(out, hp)
 }
 
 /// [`swiglu_rows`] on f16 or bf16 values.
@@ -145,10 +139,7 @@ pub(super) fn rms_norm<B: Backend, const N: usize>(
         }),
         _ => None,
     };
-    match out {
-        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
-        None => Err(Tensor::from_primitive(xp)),
-    }
+    kernel_or(out, xp)
 }
 
 /// RoPE by this crate's kernel when `B` is burn-flex and the tables are contiguous f32, f16 or
@@ -202,10 +193,7 @@ pub(super) fn rope<B: Backend>(
         }),
         _ => None,
     };
-    match out {
-        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
-        None => Err(Tensor::from_primitive(xp)),
-    }
+    kernel_or(out, xp)
 }
 
 /// `buffer[.., start.., ..] = value` along `dim` in the buffer's own storage, when `B` is
@@ -425,6 +413,17 @@ fn combine_rows<E: burn::tensor::Element + bytemuck::Pod + Default>(
     Some(out)
 }
 
+/// A kernel's result as a tensor, or the kernel's input back (`Err`) where it did not apply.
+fn kernel_or<B: Backend, const N: usize>(
+    out: Option<B::FloatTensorPrimitive>,
+    input: TensorPrimitive<B>,
+) -> Result<Tensor<B, N>, Tensor<B, N>> {
+    match out {
+        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
+        None => Err(Tensor::from_primitive(input)),
+    }
+}
+
 fn as_flex<B: Backend>(p: &B::FloatTensorPrimitive) -> Option<&FlexTensor> {
     (p as &dyn Any).downcast_ref::<FlexTensor>()
 }
@@ -456,10 +455,7 @@ pub(super) fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> 
         }),
         _ => None,
     };
-    match out {
-        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
-        None => Err(Tensor::from_primitive(xp)),
-    }
+    kernel_or(out, xp)
 }
 
 /// `w` in strips for [`packed_matmul`] when `B` is burn-flex and `w` is f32/f16/bf16 (copied
@@ -494,10 +490,7 @@ pub(super) fn packed_linear<B: Backend>(x: Tensor<B, 2>, w: &PackedWeights) -> R
         }),
         _ => None,
     };
-    match out {
-        Some(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
-        None => Err(Tensor::from_primitive(xp)),
-    }
+    kernel_or(out, xp)
 }
 
 /// `x @ w` for f32 `x` and `w` by `gemm` into a buffer of our own, `None` for other dtypes.
@@ -707,9 +700,6 @@ mod tests {
         }
     }
 
-    /// A view with heads swapped in front of positions (and one narrowed, so it starts past
-    /// its buffer's start) is copied run by run to exactly what Burn's copy gives, in every
-    /// dtype; a view whose last dim is strided is left to Burn.
     #[test]
     fn rope_takes_the_kernel_with_tables_in_half_precision() {
         // A model run in f16 makes its tables in its default dtype: the kernel widens them.
@@ -724,6 +714,9 @@ mod tests {
         }
     }
 
+    /// A view with heads swapped in front of positions (and one narrowed, so it starts past
+    /// its buffer's start) is copied run by run to exactly what Burn's copy gives, in every
+    /// dtype; a view whose last dim is strided is left to Burn.
     #[test]
     fn contiguous_copies_swapped_views_run_by_run() {
         let device = Default::default();
