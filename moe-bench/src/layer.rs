@@ -30,6 +30,10 @@ pub struct LayerReport {
     pub repeats: usize,
     /// Sparse layer forward (router + dispatch + experts + combine), median ms.
     pub sparse_ms: f64,
+    /// The same forward with the weights laid out for the CPU kernels once, as an inference
+    /// model runs it (`SparseMoe::pack_for_cpu`, what `moe-infer` does on flex); equal to
+    /// `sparse_ms` in all but noise on backends where packing does nothing.
+    pub sparse_packed_ms: f64,
     /// Sparse layer forward + backward of `sum(hidden)`, median ms.
     pub sparse_fwd_bwd_ms: f64,
     /// Every expert on every token, masked (the naive baseline), forward median ms.
@@ -66,6 +70,10 @@ pub fn run<B: Backend>(
     let x = Tensor::<B, 2>::random([t, d], Distribution::Normal(0.0, 1.0), device);
 
     let sparse_ms = median_ms::<B, _>(device, warmup, repeats, || moe.forward(x.clone()).hidden);
+    let mut packed = moe.clone();
+    packed.pack_for_cpu();
+    let sparse_packed_ms = median_ms::<B, _>(device, warmup, repeats, || packed.forward(x.clone()).hidden);
+    drop(packed);
     let all_experts_ms = median_ms::<B, _>(device, warmup, repeats, || moe.forward_all_experts(x.clone()).hidden);
     let dense_equal_flop_ms = median_ms::<B, _>(device, warmup, repeats, || dense.forward(x.clone()));
 
@@ -86,6 +94,7 @@ pub fn run<B: Backend>(
         warmup,
         repeats,
         sparse_ms,
+        sparse_packed_ms,
         sparse_fwd_bwd_ms,
         all_experts_ms,
         dense_equal_flop_ms,

@@ -180,9 +180,9 @@ pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
 /// `hidden[token_index[s]] += weights[s] * y[s]` over the slots `s` in order, `y` the outputs
 /// concatenated. Slots are in expert order, so each token's contributions are added in
 /// ascending expert order, as transformers' loop over experts does. On burn-flex without
-/// autodiff this is one pass over the outputs; elsewhere Burn's `cat`, product and
-/// `select_assign` (at `T = 2048` those were a concatenated copy, a product and a zeroed
-/// `[T, D]` of memory traffic each).
+/// autodiff this is one pass over the outputs, tokens summed in parallel; elsewhere Burn's
+/// `cat`, product and `select_assign` (at `T = 2048` those were a concatenated copy, a product
+/// and a zeroed `[T, D]` of memory traffic each).
 ///
 /// # Shapes
 /// - `outputs`: `[N_i, D]` with `Σ N_i = S`, `weights`: `[S, 1]`, `token_index`: `[S]` in

@@ -207,26 +207,17 @@ impl<B: Backend> Mixtral<B> {
     /// they are. Returns how many projections it packed.
     pub fn pack_for_cpu(&mut self) -> usize {
         let mut projections: Vec<&mut Projection<B>> = Vec::new();
+        let mut packed = 0;
         for layer in &mut self.layers {
             let attn = &mut layer.self_attn;
             projections.extend([&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj]);
             match &mut layer.feed_forward {
                 FeedForward::Dense(mlp) => projections.extend([&mut mlp.gate_up, &mut mlp.down]),
-                FeedForward::Sparse(moe) => {
-                    projections.push(&mut moe.router.gate);
-                    projections.extend(moe.router.noise.as_mut());
-                    for ffn in &mut moe.experts.ffns {
-                        projections.extend([&mut ffn.gate_up, &mut ffn.down]);
-                    }
-                    if let Some(shared) = &mut moe.shared {
-                        projections.extend([&mut shared.ffn.gate_up, &mut shared.ffn.down]);
-                        projections.extend(shared.gate.as_mut());
-                    }
-                }
+                FeedForward::Sparse(moe) => packed += moe.pack_for_cpu(),
             }
         }
         projections.extend(self.lm_head.as_mut());
-        projections.into_iter().map(Projection::pack_for_cpu).filter(|&packed| packed).count()
+        packed + projections.into_iter().map(Projection::pack_for_cpu).filter(|&packed| packed).count()
     }
 }
 
