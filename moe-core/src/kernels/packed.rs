@@ -168,8 +168,8 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::super::blocked::{pack_rows, tile, RowBlocks, DEPTH, ROWS, TILE};
-    use super::super::weights::Load;
+    use super::super::blocked::{pack_rows, tile, tile_pair, RowBlocks, DEPTH, ROWS, TILE};
+    use super::super::weights::{has_avx512, Load};
     use super::{PARALLEL_WEIGHTS, SKINNY_ROWS};
 
     /// Strips per decoding task.
@@ -320,7 +320,8 @@ mod x86 {
     }
 
     /// Strips `task` of the product into `out` (`[M, width]`, row-major, column `s * TILE` for
-    /// strip `s`); `xp` is `x` by [`pack_rows`].
+    /// strip `s`); `xp` is `x` by [`pack_rows`]. On AVX-512 CPUs, two strips at a time
+    /// ([`tile_pair`]).
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and F16C; `out` has room for `[M, width]` and `width` covers the
@@ -334,17 +335,27 @@ mod x86 {
         out: *mut f32,
         width: usize,
     ) {
+        let wide = has_avx512();
         for chunk in (0..xp.blocks.len()).step_by(ROW_CHUNK / ROWS) {
             let blocks = chunk..(chunk + ROW_CHUNK / ROWS).min(xp.blocks.len());
             for k0 in (0..k).step_by(DEPTH) {
                 let depth = DEPTH.min(k - k0);
-                for s in task.clone() {
+                let mut s = task.start;
+                while s < task.end {
+                    // Two strips at once on AVX-512 (bit-identical to one at a time).
+                    let pair = wide && s + 1 < task.end;
                     let w = strips.as_ptr().add((s * k + k0) * TILE);
                     for b in blocks.clone() {
                         let rows = &xp.blocks[b];
                         let xs = xp.values.as_ptr().add((b * k + k0) * ROWS);
-                        tile(rows.len(), xs, w, depth, out.add(rows.start * width + s * TILE), width, k0 > 0);
+                        let o = out.add(rows.start * width + s * TILE);
+                        if pair {
+                            tile_pair(rows.len(), xs, w, w.add(k * TILE), depth, o, width, k0 > 0);
+                        } else {
+                            tile(rows.len(), xs, w, depth, o, width, k0 > 0);
+                        }
                     }
+                    s += 1 + usize::from(pair);
                 }
             }
         }
@@ -364,7 +375,8 @@ mod tests {
     fn every_dtype_matches_the_reference_on_odd_shapes() {
         // Decoding and prompt rows, strips past the last group of four, a padded last strip,
         // K over several chunks and panels, enough weights to run in parallel, more rows than
-        // a row chunk, prompt rows over several depth steps into a padded last strip.
+        // a row chunk, prompt rows over several depth steps into a padded last strip, prompt
+        // tasks of three strips (a pair and one alone on AVX-512) over two depth steps.
         check_every_dtype(
             product,
             &[
@@ -376,6 +388,7 @@ mod tests {
                 (3, 700, 1411),
                 (130, 40, 33),
                 (20, 600, 50),
+                (40, 300, 300),
             ],
         );
     }
@@ -392,7 +405,8 @@ mod tests {
     #[test]
     fn a_row_does_not_depend_on_its_batch() {
         // One row alone (decoding), among 3, and among 20 (prompt): the same sums in the same
-        // order, so the same bits; and the same as the blocked kernel's tiles.
+        // order, so the same bits; and the same as the blocked kernel's tiles. On an AVX-512
+        // CPU the prompt runs pairs of strips on 16-lane registers and the others AVX2's.
         let (k, n) = (700, 150);
         let x: Vec<f32> = (0..20 * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 377.0).collect();
         let w: Vec<f32> = (0..k * n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 991.0).collect();

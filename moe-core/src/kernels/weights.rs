@@ -61,6 +61,15 @@ pub(super) fn has_avx2_fma_f16c() -> bool {
         && std::arch::is_x86_feature_detected!("f16c")
 }
 
+/// Whether this CPU also runs the AVX-512 register tiles (checked once, then cached by std).
+/// Where it does, 16-lane multiply-adds do twice the work of AVX2's 8 per instruction: on a
+/// 2-core AMD EPYC (Zen 5) a chain-bound FMA loop ran 131 GFLOP/s per core on `ymm` registers
+/// and 262 on `zmm` (session 20).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx512() -> bool {
+    has_avx2_fma_f16c() && std::arch::is_x86_feature_detected!("avx512f")
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) use x86::{hsum, prefetch_next, Load};
 
@@ -96,6 +105,8 @@ mod x86 {
     /// Eight consecutive weights widened to f32.
     pub(in crate::kernels) trait Load: Copy {
         unsafe fn load8(ptr: *const Self) -> __m256;
+        /// Sixteen values widened to f32, for the AVX-512 kernels (the CPU has AVX-512F).
+        unsafe fn load16(ptr: *const Self) -> __m512;
         fn to_f32(self) -> f32;
     }
 
@@ -103,6 +114,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn load8(ptr: *const Self) -> __m256 {
             _mm256_loadu_ps(ptr)
+        }
+        #[inline(always)]
+        unsafe fn load16(ptr: *const Self) -> __m512 {
+            _mm512_loadu_ps(ptr)
         }
         fn to_f32(self) -> f32 {
             self
@@ -114,6 +129,10 @@ mod x86 {
         unsafe fn load8(ptr: *const Self) -> __m256 {
             _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast()))
         }
+        #[inline(always)]
+        unsafe fn load16(ptr: *const Self) -> __m512 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(ptr.cast()))
+        }
         fn to_f32(self) -> f32 {
             half::f16::to_f32(self)
         }
@@ -124,6 +143,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn load8(ptr: *const Self) -> __m256 {
             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(ptr.cast())), 16))
+        }
+        #[inline(always)]
+        unsafe fn load16(ptr: *const Self) -> __m512 {
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(ptr.cast())), 16))
         }
         fn to_f32(self) -> f32 {
             half::bf16::to_f32(self)
