@@ -2,8 +2,11 @@
 direction inside a crate is one-way, so a newcomer can read it bottom-up).
 
 For every `src/**/*.rs` of the crates given, the edges are the `crate::a::b` and `super::x`
-paths it names (resolved to the longest module that exists), leaving out a module's own
-children and ancestors and its `#[cfg(test)] mod tests`. Usage: module_cycles.py CRATE_DIR...
+paths its code names (resolved to the longest module that exists), leaving out comments, a
+module's own children and ancestors and its test module (`#[cfg(test)]` or `#[cfg(all(test,
+...))]` `mod tests`). Two checks: no circle between modules, and none between the crate's
+top-level modules (`model` importing `io` while `io` imports `model` is an import that runs back
+up, even when the two files involved differ). Usage: module_cycles.py CRATE_DIR...
 """
 import os
 import re
@@ -26,7 +29,8 @@ def modules(src):
 
 def imports(mods, name, path):
     text = open(path).read()
-    text = re.sub(r"#\[cfg\(test\)\]\s*mod tests \{.*", "", text, flags=re.S)
+    text = re.sub(r"#\[cfg\([^\]]*\btest\b[^\]]*\)\]\s*mod tests \{.*", "", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", "", text)
     here = name.split("::") if name else []
     out = set()
     for m in re.finditer(r"\b(crate|super)((?:::\w+)+)", text):
@@ -70,6 +74,15 @@ def main():
         graph = {n: imports(mods, n, p) for n, p in mods.items()}
         for c in cycles(graph):
             print(f"{crate}: modules import each other in a circle: {c}")
+            bad = True
+        top = {n.split("::")[0]: set() for n in graph if n}
+        for n, deps in graph.items():
+            for d in deps:
+                a, b = n.split("::")[0], d.split("::")[0]
+                if n and a != b:
+                    top[a].add(b)
+        for c in cycles(top):
+            print(f"{crate}: top-level modules import each other in a circle: {c}")
             bad = True
     sys.exit(1 if bad else 0)
 

@@ -114,8 +114,8 @@ impl<B: Backend> TopicClassifier<B> {
             x = x + attn.context;
             let moe = block.ffn.forward(block.ffn_norm.forward(x.clone()));
             x = x + moe.hidden;
-            router_logits.push(moe.router_logits);
-            experts.push(moe.experts);
+            router_logits.push(moe.routing.router_logits);
+            experts.push(moe.routing.experts);
         }
         let pooled = self.norm.forward(x).mean_dim(1).squeeze_dim::<2>(1); // [B, D]
         ClassifierOutput { logits: self.head.forward(pooled), router_logits, experts }

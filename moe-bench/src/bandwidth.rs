@@ -11,7 +11,7 @@
 //!
 //! The probe it replaced (one stream per thread, 4 KB pages, plain `f32` adds compiled for
 //! baseline x86-64) read 21.5-24.9 GB/s, less than llama.cpp was measured to read per decoded
-//! token (30.5 GB/s in BENCHMARKS.md) and less than this project's own f16 matrix-vector kernel
+//! token (30.5 GB/s in docs/benchmarks-history.md) and less than this project's own f16 matrix-vector kernel
 //! reads on its own (25-32 GB/s): an underestimate.
 
 /// Bytes read per pass: far beyond the last-level cache (32 MB on CPU-2).

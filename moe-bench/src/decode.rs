@@ -19,6 +19,8 @@ use crate::timing::median;
 pub struct DecodeReport {
     pub backend: String,
     pub dtype: String,
+    /// The instructions the CPU kernels ran (`moe_core::kernels::isa`: portable, avx2, avx512).
+    pub cpu_isa: String,
     pub config: MixtralConfig,
     pub batch: usize,
     pub prompt_len: usize,
@@ -81,11 +83,11 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
     let generation =
         GenerationConfig { max_new_tokens: new_tokens, sampling: SamplingConfig::default(), stop_tokens: vec![] };
     // The host's bandwidth is probed before the warm-up and after the timed runs, and the
-    // better reading kept: on a shared machine one probe can land in a slow spell. Session 20
-    // (a 2-core Zen 5) had single probes read 52 and 85 GB/s minutes apart, so a run measured
-    // against the 52 claimed 125% of its floor. Not between the timed runs: with a probe
-    // before each, the 128-token prefill of the shape read 2793-4070 tok/s against
-    // 4394-4600 without, in the same session (not profiled).
+    // better reading kept: on a shared machine one probe can land in a slow spell. On
+    // 2026-11-25 a 2-core Zen 5 had single probes read 52 and 85 GB/s minutes apart, so a run
+    // measured against the 52 claimed 125% of its floor. Not between the timed runs: with a
+    // probe before each, the 128-token prefill of the shape read 2793-4070 tok/s
+    // against 4394-4600 without, on the same machine that day (not profiled).
     let probe = || bandwidth_gbs.unwrap_or_else(host_read_bandwidth_gbs);
     let before = probe();
     // Warm-up (lazy init, autotune, allocator), then the timed run.
@@ -106,6 +108,7 @@ pub fn run<B: Backend>(model: &Mixtral<B>, run: &DecodeRun) -> anyhow::Result<De
     let (bandwidth_gbs, bandwidth_measured) = (best_bandwidth, bandwidth_gbs.is_none());
     Ok(DecodeReport {
         backend: backend.to_string(),
+        cpu_isa: moe_core::kernels::isa::chosen().to_string(),
         dtype: precision.to_string(),
         batch,
         prompt_len,

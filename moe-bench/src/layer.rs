@@ -25,6 +25,8 @@ pub struct LayerShape {
 pub struct LayerReport {
     pub backend: String,
     pub dtype: String,
+    /// The instructions the CPU kernels ran (`moe_core::kernels::isa`: portable, avx2, avx512).
+    pub cpu_isa: String,
     pub shape: LayerShape,
     pub warmup: usize,
     pub repeats: usize,
@@ -89,6 +91,7 @@ pub fn run<B: Backend>(
     let flops = 6.0 * (t * k * d * f) as f64;
     LayerReport {
         backend: backend.to_string(),
+        cpu_isa: moe_core::kernels::isa::chosen().to_string(),
         dtype: precision.to_string(),
         shape,
         warmup,

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use moe_core::config::MixtralConfig;
 use moe_core::gguf::GgufValue;
-use moe_core::io::{CheckpointTensors, HostTensor, HubParam};
+use moe_core::io::{parse_hub_key, CheckpointTensors, HostTensor, HubKeys};
+use moe_core::model::ParamId;
 use moe_core::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,7 +37,7 @@ impl CheckpointTensors for RandomTensors {
     }
 
     fn names(&self) -> Vec<String> {
-        HubParam::all(&self.config).into_iter().flat_map(HubParam::keys).collect()
+        ParamId::all(&self.config).into_iter().flat_map(HubKeys::keys).collect()
     }
 
     fn max_params(&self) -> u64 {
@@ -44,14 +45,14 @@ impl CheckpointTensors for RandomTensors {
     }
 
     fn read_f32(&self, name: &str) -> Result<Option<HostTensor>> {
-        let Some((param, _)) = HubParam::parse(name) else {
+        let Some((param, _)) = parse_hub_key(name) else {
             return Ok(None);
         };
         let shape = param.hub_shape(&self.config);
         let n: usize = shape.iter().product();
         let values = match (param, shape.len()) {
             (_, 1) => vec![1.0; n],
-            (HubParam::Embedding, _) => normal(n, 0.02, self.seed_of(name)),
+            (ParamId::Embedding, _) => normal(n, 0.02, self.seed_of(name)),
             _ => normal(n, 1.0 / (shape[1] as f32).sqrt(), self.seed_of(name)),
         };
         Ok(Some(HostTensor { shape, values }))

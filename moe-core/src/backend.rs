@@ -44,7 +44,7 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// The fastest CPU backend compiled in: `flex` (`gemm` matmuls; faster than `ndarray` for
-    /// prompts, decoding and the MoE layer, see BENCHMARKS.md), else `ndarray`.
+    /// prompts, decoding and the MoE layer, see docs/benchmarks-history.md), else `ndarray`.
     pub fn fastest_cpu() -> Self {
         if cfg!(feature = "flex") || !cfg!(feature = "ndarray") {
             Self::Flex

@@ -52,13 +52,14 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
     let ids: Vec<i64> = batch.iter().flatten().map(|&t| t as i64).collect();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
     let out = model.forward(ids.clone());
+    let router_logits = out.router_logits();
 
     // A dense model has no router: both losses are 0.
-    let (aux_loss, z_loss) = match out.router_logits.is_empty() {
+    let (aux_loss, z_loss) = match router_logits.is_empty() {
         true => (0.0, 0.0),
         false => (
-            load_balancing_loss(&out.router_logits, c.top_k, None).into_scalar().elem::<f64>(),
-            router_z_loss(&out.router_logits).into_scalar().elem::<f64>(),
+            load_balancing_loss(&router_logits, c.top_k, None).into_scalar().elem::<f64>(),
+            router_z_loss(&router_logits).into_scalar().elem::<f64>(),
         ),
     };
 
@@ -82,6 +83,6 @@ pub fn score<B: Backend>(model: &Mixtral<B>, batch: &[Vec<u32>]) -> Result<Score
         aux_loss,
         z_loss,
         logits: out.logits,
-        router_logits: out.router_logits,
+        router_logits,
     })
 }

@@ -497,7 +497,7 @@ fn serve_speaks_the_openai_api() {
 
 /// Concurrent streaming clients share the batch: every request completes and returns what it
 /// returns alone (greedy), then SIGTERM lets the server finish and exit cleanly. (The speed-up
-/// is measured with the same script in BENCHMARKS.md, not asserted here.)
+/// is measured with the same script in docs/benchmarks-history.md, not asserted here.)
 #[test]
 fn serve_batches_concurrent_requests_and_stops_on_sigterm() {
     let server = Server::start(&["--max-batch", "8", "--max-queue", "8"]);

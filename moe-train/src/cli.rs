@@ -4,11 +4,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use moe_core::backend::{run_on, BackendKind, Precision};
 use moe_core::moe::{RoutingConfig, Scoring};
 
-use crate::compare::SchemeResult;
 use crate::config::{TrainConfig, PRESETS};
 use crate::setup::{default_run_dir, new_run, resume_run, DataSpec};
 use crate::trainer::{RunSetup, RunSummary, TrainTask};
@@ -45,6 +44,7 @@ pub struct Cli {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue a run (its folder, or one of its checkpoints) exactly where it stopped.
+    /// Only --steps and --backend may be given with it: the run keeps its saved settings.
     #[arg(long, conflicts_with_all = ["config", "preset", "data", "tokenizer", "out", "seed", "init"])]
     pub resume: Option<PathBuf>,
     /// Start from the weights of a Hub-layout model folder (config.json, model.safetensors,
@@ -54,12 +54,27 @@ pub struct Cli {
     pub init: Option<PathBuf>,
     /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). Training is f32.
     /// The default is the fastest CPU backend compiled in, flex: the default run trains at
-    /// 10.6k tokens/s on it against 6.6k on ndarray (BENCHMARKS.md).
+    /// 10.6k tokens/s on it against 6.6k on ndarray (docs/benchmarks-history.md).
     #[arg(long, default_value_t = BackendKind::fastest_cpu())]
     pub backend: BackendKind,
     /// Seed of the model init, the synthetic corpus and the data order.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Training and shape settings (a resumed run keeps its own).
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Routing options (a resumed run keeps its own).
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    /// Print one JSON object with the run's results at the end (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The training and model-shape flags of a new run, each overriding the preset's or
+/// `--config`'s value. `--resume` refuses them (clap's group of them, `SettingsArgs`).
+#[derive(clap::Args, Debug, Default)]
+pub struct SettingsArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -78,6 +93,31 @@ pub struct Cli {
     /// Weight of the router z-loss.
     #[arg(long)]
     pub z_loss_coef: Option<f64>,
+    /// Train a dense model (Mistral/Llama architecture) instead: the same attention, embeddings
+    /// and norms, and one SwiGLU per layer as wide as the MoE's top-k experts together (equal
+    /// compute per token). Exported as MistralForCausalLM.
+    #[arg(long)]
+    pub dense: bool,
+    /// Train only the routers; every other parameter keeps its starting value (with --init:
+    /// a fresh router over an upcycled or merged model).
+    #[arg(long)]
+    pub routers_only: bool,
+    /// Fine-grained experts (DeepSeekMoE): split every expert into M experts 1/M as wide and
+    /// route each token to M times as many, so parameters and compute per token stay the same.
+    #[arg(long, value_name = "M")]
+    pub fine_grained: Option<usize>,
+    /// Evaluate every N steps.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+}
+
+/// The routing flags of a new run: each sets one field of the model's [`RoutingConfig`]
+/// ([`RoutingArgs::apply`]). `--resume` refuses them (clap's group of them, `RoutingArgs`).
+#[derive(clap::Args, Debug, Default)]
+pub struct RoutingArgs {
     /// Router jitter: while training, each MoE layer's input is multiplied by noise drawn
     /// uniformly from [1 - J, 1 + J] (Switch; HF `router_jitter_noise`). Default 0: none.
     #[arg(long, value_name = "J")]
@@ -133,28 +173,30 @@ pub struct Cli {
     /// --aux-loss-coef; the paper used 0.1) in place of the Switch balancing loss.
     #[arg(long)]
     pub noisy_gating: bool,
-    /// Train a dense model (Mistral/Llama architecture) instead: the same attention, embeddings
-    /// and norms, and one SwiGLU per layer as wide as the MoE's top-k experts together (equal
-    /// compute per token). Exported as MistralForCausalLM.
-    #[arg(long)]
-    pub dense: bool,
-    /// Train only the routers; every other parameter keeps its starting value (with --init:
-    /// a fresh router over an upcycled or merged model).
-    #[arg(long)]
-    pub routers_only: bool,
-    /// Fine-grained experts (DeepSeekMoE): split every expert into M experts 1/M as wide and
-    /// route each token to M times as many, so parameters and compute per token stay the same.
-    #[arg(long, value_name = "M")]
-    pub fine_grained: Option<usize>,
-    /// Evaluate every N steps.
-    #[arg(long)]
-    pub eval_every: Option<usize>,
-    /// Checkpoint every N steps.
-    #[arg(long)]
-    pub checkpoint_every: Option<usize>,
-    /// Print one JSON object with the run's results at the end (progress still goes to stderr).
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl RoutingArgs {
+    /// `routing` with every flag given here applied.
+    pub fn apply(&self, routing: &mut RoutingConfig) {
+        routing.jitter_noise = self.router_jitter.unwrap_or(routing.jitter_noise);
+        if self.raw_top_k_weights {
+            routing.normalize_top_k = false;
+        }
+        routing.capacity_factor = self.capacity_factor.or(routing.capacity_factor);
+        routing.eval_capacity_factor = self.eval_capacity_factor.or(routing.eval_capacity_factor);
+        if let Some(scoring) = &self.scoring {
+            routing.scoring = if scoring == "sigmoid" { Scoring::Sigmoid } else { Scoring::Softmax };
+        }
+        routing.bias_update_rate = self.bias_update_rate.unwrap_or(routing.bias_update_rate);
+        routing.n_groups = self.expert_groups.unwrap_or(routing.n_groups);
+        routing.top_k_groups = self.top_k_groups.unwrap_or(routing.top_k_groups);
+        routing.scaling_factor = self.routed_scaling.unwrap_or(routing.scaling_factor);
+        routing.n_shared_experts = self.shared_experts.unwrap_or(routing.n_shared_experts);
+        routing.shared_d_ff = self.shared_d_ff.or(routing.shared_d_ff);
+        routing.shared_expert_gate |= self.shared_expert_gate;
+        routing.expert_choice |= self.expert_choice;
+        routing.noisy_gating |= self.noisy_gating;
+    }
 }
 
 /// `moe-train <command>`.
@@ -163,7 +205,7 @@ pub enum Command {
     /// Train the tiny preset on the built-in corpus under each routing scheme (same seed, data
     /// and steps) and write one table (comparison.md, .json) and one plot (comparison.png): val
     /// loss, tokens dropped, load imbalance, dead experts, task/expert NMI, task accuracy, tokens/s.
-    Compare(CompareArgs),
+    Compare(crate::compare::CompareArgs),
     /// Sparse upcycling: copy a dense model's FFN into every expert of a new MoE with a fresh
     /// router (optionally noised or partly re-initialised, Drop-Upcycling), and write it as a
     /// model folder; `moe-train --init DIR` trains it on. With exact copies it computes the
@@ -185,57 +227,6 @@ pub enum Command {
     Paths(crate::paths::PathsArgs),
 }
 
-/// Options of `moe-train compare`.
-#[derive(clap::Args, Debug)]
-pub struct CompareArgs {
-    /// Schemes to train, comma-separated, in this order. Default: all of preset, mixtral,
-    /// no-balancing, noisy-top-k, switch, deepseek, expert-choice, qwen.
-    #[arg(long, value_delimiter = ',')]
-    pub schemes: Vec<String>,
-    /// Optimizer steps per scheme (the learning rate decays over them). Default: the preset's.
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// `--out`, `--backend`, `--seed`, `--json`.
-    #[command(flatten)]
-    pub common: crate::experiment::ExperimentArgs,
-}
-
-/// Runs `moe-train compare`.
-fn compare(args: &CompareArgs) -> Result<()> {
-    let kind = args.common.backend.ensure_compiled()?;
-    let schemes = crate::compare::select(&args.schemes)?;
-    let mut base = TrainConfig::tiny();
-    if let Some(steps) = args.steps {
-        if steps == 0 {
-            bail!("--steps must be at least 1");
-        }
-        base = base.with_steps(steps);
-        base.train.checkpoint_every = steps;
-    }
-    base.train.seed = args.common.seed.unwrap_or(base.train.seed);
-    let out = args.common.out_dir("compare");
-    let progress = std::io::stderr().is_terminal();
-    let mut results = Vec::new();
-    for (i, scheme) in schemes.iter().enumerate() {
-        eprintln!("[{}/{}] {}: {}", i + 1, schemes.len(), scheme.name, scheme.about);
-        let config = scheme.apply(&base);
-        let spec = DataSpec::default();
-        let setup = new_run(config.clone(), spec, &out.join(scheme.name), progress)?;
-        let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })??;
-        results.push(SchemeResult::from_run(scheme, &config, &summary)?);
-    }
-    let files = crate::compare::write_report(&out, &results)?;
-    if args.common.json {
-        println!("{}", serde_json::to_string(&results)?);
-    } else {
-        print!("{}", crate::compare::markdown_table(&results));
-        for file in files {
-            println!("wrote {}", file.display());
-        }
-    }
-    Ok(())
-}
-
 impl Cli {
     /// The settings of a new run: config file or preset, then the overrides.
     fn config(&self) -> Result<(TrainConfig, String)> {
@@ -247,7 +238,7 @@ impl Cli {
             }
         };
         if let Some(dir) = &self.init {
-            if self.dense || self.fine_grained.is_some() {
+            if self.settings.dense || self.settings.fine_grained.is_some() {
                 bail!(
                     "--init {}: the model comes from there; --dense and --fine-grained change its shape",
                     dir.display()
@@ -266,42 +257,24 @@ impl Cli {
             }
         };
         set(&mut t.steps, self.steps);
-        set(&mut t.batch_size, self.batch_size);
-        set(&mut t.grad_accum_steps, self.grad_accum);
-        set(&mut t.eval_every, self.eval_every);
-        set(&mut t.checkpoint_every, self.checkpoint_every);
-        if let Some(s) = self.seq_len {
+        set(&mut t.batch_size, self.settings.batch_size);
+        set(&mut t.grad_accum_steps, self.settings.grad_accum);
+        set(&mut t.eval_every, self.settings.eval_every);
+        set(&mut t.checkpoint_every, self.settings.checkpoint_every);
+        if let Some(s) = self.settings.seq_len {
             t.seq_len = s;
             config.model.max_seq_len = config.model.max_seq_len.max(s);
         }
         let t = &mut config.train;
         t.seed = self.seed.unwrap_or(t.seed);
-        t.lr = self.lr.unwrap_or(t.lr);
-        t.z_loss_coef = self.z_loss_coef.unwrap_or(t.z_loss_coef);
-        if self.aux_loss_coef.is_some() {
-            t.aux_loss_coef = self.aux_loss_coef;
+        t.lr = self.settings.lr.unwrap_or(t.lr);
+        t.z_loss_coef = self.settings.z_loss_coef.unwrap_or(t.z_loss_coef);
+        if self.settings.aux_loss_coef.is_some() {
+            t.aux_loss_coef = self.settings.aux_loss_coef;
         }
-        t.routers_only |= self.routers_only;
-        let routing = &mut config.model.routing;
-        routing.jitter_noise = self.router_jitter.unwrap_or(routing.jitter_noise);
-        if self.raw_top_k_weights {
-            routing.normalize_top_k = false;
-        }
-        routing.capacity_factor = self.capacity_factor.or(routing.capacity_factor);
-        routing.eval_capacity_factor = self.eval_capacity_factor.or(routing.eval_capacity_factor);
-        if let Some(scoring) = &self.scoring {
-            routing.scoring = if scoring == "sigmoid" { Scoring::Sigmoid } else { Scoring::Softmax };
-        }
-        routing.bias_update_rate = self.bias_update_rate.unwrap_or(routing.bias_update_rate);
-        routing.n_groups = self.expert_groups.unwrap_or(routing.n_groups);
-        routing.top_k_groups = self.top_k_groups.unwrap_or(routing.top_k_groups);
-        routing.scaling_factor = self.routed_scaling.unwrap_or(routing.scaling_factor);
-        routing.n_shared_experts = self.shared_experts.unwrap_or(routing.n_shared_experts);
-        routing.shared_d_ff = self.shared_d_ff.or(routing.shared_d_ff);
-        routing.shared_expert_gate |= self.shared_expert_gate;
-        routing.expert_choice |= self.expert_choice;
-        routing.noisy_gating |= self.noisy_gating;
-        if let Some(m) = self.fine_grained {
+        t.routers_only |= self.settings.routers_only;
+        self.routing.apply(&mut config.model.routing);
+        if let Some(m) = self.settings.fine_grained {
             let model = &mut config.model;
             if m == 0 || !model.d_ff.is_multiple_of(m) {
                 bail!(
@@ -317,9 +290,9 @@ impl Cli {
             model.top_k *= m;
             model.d_ff /= m;
         }
-        if self.dense {
+        if self.settings.dense {
             let model = &config.model;
-            if model.routing != RoutingConfig::default() || self.fine_grained.is_some() {
+            if model.routing != RoutingConfig::default() || self.settings.fine_grained.is_some() {
                 bail!("--dense: a dense model has no router; leave out the routing options");
             }
             config.model = model.to_dense(model.top_k * model.d_ff);
@@ -330,9 +303,10 @@ impl Cli {
 
 /// The `moe-train` command line: parses arguments, sets up or resumes the run, trains, reports.
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match &cli.command {
-        Some(Command::Compare(args)) => return compare(args),
+        Some(Command::Compare(args)) => return crate::compare::run(args),
         Some(Command::Upcycle(args)) => return crate::upcycle::run(args).map(|_| ()),
         Some(Command::Btx(args)) => {
             let out = args.common.out_dir("btx");
@@ -370,36 +344,12 @@ pub fn run() -> Result<()> {
     let progress = std::io::stderr().is_terminal();
     let setup = match &cli.resume {
         Some(dir) => {
-            let knobs = [
-                cli.lr.is_some(),
-                cli.batch_size.is_some(),
-                cli.grad_accum.is_some(),
-                cli.seq_len.is_some(),
-                cli.aux_loss_coef.is_some(),
-                cli.z_loss_coef.is_some(),
-                cli.router_jitter.is_some(),
-                cli.raw_top_k_weights,
-                cli.capacity_factor.is_some(),
-                cli.eval_capacity_factor.is_some(),
-                cli.scoring.is_some(),
-                cli.bias_update_rate.is_some(),
-                cli.expert_groups.is_some(),
-                cli.top_k_groups.is_some(),
-                cli.routed_scaling.is_some(),
-                cli.shared_experts.is_some(),
-                cli.shared_d_ff.is_some(),
-                cli.shared_expert_gate,
-                cli.expert_choice,
-                cli.noisy_gating,
-                cli.dense,
-                cli.routers_only,
-                cli.fine_grained.is_some(),
-                cli.eval_every.is_some(),
-                cli.checkpoint_every.is_some(),
-            ];
-            if knobs.iter().any(|&k| k) {
+            let given = settings_given(&matches);
+            if !given.is_empty() {
                 bail!(
-                    "--resume continues a run with its saved settings; only --steps and --backend may be given with it"
+                    "--resume continues a run with its saved settings; only --steps and --backend may be given \
+                     with it, not {}",
+                    given.join(", ")
                 );
             }
             resume_run(dir, cli.steps, progress)?
@@ -415,6 +365,20 @@ pub fn run() -> Result<()> {
     let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })?
         .with_context(|| format!("run {}", setup.run_dir.display()))?;
     report(&summary, cli.json)
+}
+
+/// The flags of [`SettingsArgs`] and [`RoutingArgs`] given on the command line, as `--name`:
+/// read from clap's groups of them, so a new flag is covered without a list kept by hand.
+fn settings_given(matches: &clap::ArgMatches) -> Vec<String> {
+    let command = Cli::command();
+    let groups = command.get_groups().filter(|g| matches!(g.get_id().as_str(), "SettingsArgs" | "RoutingArgs"));
+    let ids: Vec<_> = groups.flat_map(|g| g.get_args()).collect();
+    command
+        .get_arguments()
+        .filter(|arg| ids.contains(&arg.get_id()))
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|arg| format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())))
+        .collect()
 }
 
 fn describe(setup: &RunSetup) {

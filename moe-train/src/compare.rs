@@ -1,6 +1,7 @@
 //! `moe-train compare`: the tiny preset trained on the built-in corpus under each routing
 //! scheme, with the same seed, data and number of steps, summarised in one table and one plot.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -9,7 +10,9 @@ use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{read_log, LogRecord};
 use crate::report::{percent, task_names, task_value, write_md_json, Table};
-use crate::trainer::RunSummary;
+use crate::setup::{new_run, DataSpec};
+use crate::trainer::{RunSummary, TrainTask};
+use moe_core::backend::{run_on, Precision};
 use moe_core::moe::{RoutingConfig, Scoring};
 
 pub use crate::metrics::DEAD_EXPERT_SHARE;
@@ -263,6 +266,57 @@ pub fn write_report(dir: &Path, results: &[SchemeResult]) -> Result<Vec<PathBuf>
     };
     crate::plots::draw_lines(&png, &crate::plots::LineChart { title, x_desc: "step", curves })?;
     Ok(vec![md, json, png])
+}
+
+/// Options of `moe-train compare`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Schemes to train, comma-separated, in this order. Default: all of preset, mixtral,
+    /// no-balancing, noisy-top-k, switch, deepseek, expert-choice, qwen.
+    #[arg(long, value_delimiter = ',')]
+    pub schemes: Vec<String>,
+    /// Optimizer steps per scheme (the learning rate decays over them). Default: the preset's.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// `--out`, `--backend`, `--seed`, `--json`.
+    #[command(flatten)]
+    pub common: crate::experiment::ExperimentArgs,
+}
+
+/// Runs `moe-train compare`: each scheme's run, then the table and the plot.
+pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
+    let kind = args.common.backend.ensure_compiled()?;
+    let schemes = select(&args.schemes)?;
+    let mut base = TrainConfig::tiny();
+    if let Some(steps) = args.steps {
+        if steps == 0 {
+            anyhow::bail!("--steps must be at least 1");
+        }
+        base = base.with_steps(steps);
+        base.train.checkpoint_every = steps;
+    }
+    base.train.seed = args.common.seed.unwrap_or(base.train.seed);
+    let out = args.common.out_dir("compare");
+    let progress = std::io::stderr().is_terminal();
+    let mut results = Vec::new();
+    for (i, scheme) in schemes.iter().enumerate() {
+        eprintln!("[{}/{}] {}: {}", i + 1, schemes.len(), scheme.name, scheme.about);
+        let config = scheme.apply(&base);
+        let spec = DataSpec::default();
+        let setup = new_run(config.clone(), spec, &out.join(scheme.name), progress)?;
+        let summary = run_on(kind, Precision::F32, TrainTask { setup: &setup })??;
+        results.push(SchemeResult::from_run(scheme, &config, &summary)?);
+    }
+    let files = write_report(&out, &results)?;
+    if args.common.json {
+        println!("{}", serde_json::to_string(&results)?);
+    } else {
+        print!("{}", markdown_table(&results));
+        for file in files {
+            println!("wrote {}", file.display());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ impl TrainConfig {
         Self { model, train }
     }
 
-    /// The shape transformers was measured at for training throughput (see BENCHMARKS.md).
+    /// The shape transformers was measured at for training throughput (see docs/benchmarks-history.md).
     pub fn small() -> Self {
         let model = MixtralConfig {
             vocab_size: 32000,

@@ -4,7 +4,7 @@ use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use moe_core::loss::{causal_lm_loss, distillation_loss, importance_load_loss, load_balancing_loss, router_z_loss};
-use moe_core::model::{Mixtral, MixtralOutput};
+use moe_core::model::Mixtral;
 use moe_core::moe::Scoring;
 
 /// The objective and its parts, each `[1]`.
@@ -53,8 +53,11 @@ pub fn objective<B: Backend>(
     z_coef: f64,
     teacher: Option<Teacher<B>>,
 ) -> Objective<B> {
-    let MixtralOutput { logits, router_logits, dropped, expert_counts, importance_load, .. } =
-        model.forward(input_ids.clone());
+    let out = model.forward(input_ids.clone());
+    let (router_logits, expert_counts, importance_load) =
+        (out.router_logits(), out.expert_counts(), out.importance_load());
+    let dropped: Vec<usize> = out.routing.iter().map(|r| r.dropped).collect();
+    let logits = out.logits;
     let top_k = model.config().top_k;
     let assignments = input_ids.shape().num_elements() * top_k * dropped.len().max(1);
     let dropped_fraction = dropped.iter().sum::<usize>() as f32 / assignments as f32;

@@ -323,10 +323,14 @@ pub fn evaluate<B: Backend>(
         }
         let loss = causal_lm_loss(out.logits, input).into_scalar();
         loss_sum += burn::tensor::ElementConversion::elem::<f64>(loss);
-        let logits: Vec<Vec<f32>> =
-            out.router_logits.into_iter().map(|l| l.into_data().convert::<f32>().to_vec().expect("f32")).collect();
-        let experts: Vec<Vec<i64>> =
-            out.experts.into_iter().map(|e| e.into_data().convert::<i64>().to_vec().expect("i64")).collect();
+        let (logits, experts): (Vec<Vec<f32>>, Vec<Vec<i64>>) = out
+            .routing
+            .into_iter()
+            .map(|r| {
+                let logits = r.router_logits.into_data().convert::<f32>().to_vec().expect("f32");
+                (logits, r.experts.into_data().convert::<i64>().to_vec().expect("i64"))
+            })
+            .unzip();
         stats.add(&logits, &experts, &task_ids);
     }
     let mut record = stats.record(step, (loss_sum / batches as f64) as f32);

@@ -7,12 +7,12 @@ use burn::module::Param;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use moe_core::config::MixtralConfig;
 use moe_core::convert::{merge_branches, upcycle, MergeConfig, RouterInit, UpcycleConfig};
-use moe_core::io::hub_keys::{ExpertProj, HubParam, ParamMut, ParamRef};
 use moe_core::io::{
     load_hub_checkpoint, load_hub_weights, save_hub_checkpoint, HubWeights, QuantizeOnLoad, WeightDtype,
 };
 use moe_core::loss::distillation_loss;
 use moe_core::model::Mixtral;
+use moe_core::model::{ExpertProj, ParamId, ParamMut, ParamRef};
 
 use crate::common::{host, max_abs_diff, Cpu, CpuAutodiff};
 
@@ -40,7 +40,7 @@ fn dense_model_round_trips_through_the_hub_layout() {
     let device = Default::default();
     let model = dense_model::<Cpu>();
     let out = model.forward(ids(2, 9));
-    assert!(out.router_logits.is_empty() && out.experts.is_empty());
+    assert!(out.routing.is_empty());
     let full = host(out.logits);
 
     let dir = tempfile::tempdir().unwrap();
@@ -128,7 +128,7 @@ fn upcycled_model_computes_the_dense_logits() {
         let moe = upcycle(dense.clone(), &config).unwrap();
         assert_eq!((moe.config().n_experts, moe.config().top_k, moe.config().dense), (e, k, false));
         let out = moe.forward(ids(2, 7));
-        assert_eq!(out.router_logits.len(), 2);
+        assert_eq!(out.routing.len(), 2);
         let diff = max_abs_diff(&host(out.logits), &want);
         assert!(diff <= 1e-5, "E{e} K{k}: the upcycled logits differ by {diff}");
     }
@@ -146,19 +146,19 @@ fn upcycled_model_computes_the_dense_logits() {
 fn drop_upcycling_redraws_a_fraction_of_each_experts_units() {
     let dense = dense_model::<Cpu>();
     let f = dense.config().d_ff;
-    let weight = |m: &Mixtral<Cpu>, p: HubParam| match m.hub_param(p).unwrap() {
+    let weight = |m: &Mixtral<Cpu>, p: ParamId| match m.param(p).unwrap() {
         ParamRef::Rank2(w) => host(w.val()),
         ParamRef::Rank1(_) => unreachable!(),
     };
-    let down = weight(&dense, HubParam::Mlp(0, ExpertProj::Down)); // [F, D]
-    let gate_up = weight(&dense, HubParam::Mlp(0, ExpertProj::GateUp)); // [D, 2F]
+    let down = weight(&dense, ParamId::Mlp(0, ExpertProj::Down)); // [F, D]
+    let gate_up = weight(&dense, ParamId::Mlp(0, ExpertProj::GateUp)); // [D, 2F]
     let d = down.len() / f;
     let config = UpcycleConfig { reinit_fraction: 0.25, seed: 7, ..UpcycleConfig::new(4, 2) };
     let moe = upcycle(dense.clone(), &config).unwrap();
     let mut subsets = Vec::new();
     for x in 0..4 {
-        let new_down = weight(&moe, HubParam::Expert(0, x, ExpertProj::Down));
-        let new_gate_up = weight(&moe, HubParam::Expert(0, x, ExpertProj::GateUp));
+        let new_down = weight(&moe, ParamId::Expert(0, x, ExpertProj::Down));
+        let new_gate_up = weight(&moe, ParamId::Expert(0, x, ExpertProj::GateUp));
         let redrawn: Vec<usize> =
             (0..f).filter(|&u| new_down[u * d..(u + 1) * d] != down[u * d..(u + 1) * d]).collect();
         assert_eq!(redrawn.len(), f / 4, "expert {x}");
@@ -177,17 +177,17 @@ fn drop_upcycling_redraws_a_fraction_of_each_experts_units() {
     let _ = Tensor::<Cpu, 1>::random([64], Distribution::Default, &Default::default());
     let again = upcycle(dense.clone(), &config).unwrap();
     for x in 0..4 {
-        let p = HubParam::Expert(0, x, ExpertProj::GateUp);
+        let p = ParamId::Expert(0, x, ExpertProj::GateUp);
         assert_eq!(weight(&again, p), weight(&moe, p), "expert {x} drawn again");
     }
 
     let noisy = upcycle(dense, &UpcycleConfig { expert_noise: 0.1, ..UpcycleConfig::new(2, 1) }).unwrap();
-    let moved = weight(&noisy, HubParam::Expert(0, 1, ExpertProj::Down));
+    let moved = weight(&noisy, ParamId::Expert(0, 1, ExpertProj::Down));
     let mean = down.iter().sum::<f32>() / down.len() as f32;
     let std = (down.iter().map(|w| (w - mean).powi(2)).sum::<f32>() / down.len() as f32).sqrt();
     let rms = (moved.iter().zip(&down).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / down.len() as f32).sqrt();
     assert!((rms / std - 0.1).abs() < 0.02, "noise of {} std, asked 0.1", rms / std);
-    assert_ne!(moved, weight(&noisy, HubParam::Expert(0, 0, ExpertProj::Down)), "the copies differ");
+    assert_ne!(moved, weight(&noisy, ParamId::Expert(0, 0, ExpertProj::Down)), "the copies differ");
 }
 
 /// Autodiff gradients of the training loss (LM + load balancing) against central differences
@@ -197,14 +197,14 @@ fn drop_upcycling_redraws_a_fraction_of_each_experts_units() {
 #[test]
 fn dense_and_upcycled_gradients_match_finite_differences() {
     let dense = dense_model::<CpuAutodiff>();
-    check(&dense, &[HubParam::Mlp(0, ExpertProj::GateUp), HubParam::Mlp(1, ExpertProj::Down)], "dense");
+    check(&dense, &[ParamId::Mlp(0, ExpertProj::GateUp), ParamId::Mlp(1, ExpertProj::Down)], "dense");
     let config = UpcycleConfig { expert_noise: 0.2, router_init: RouterInit::Normal(0.3), ..UpcycleConfig::new(4, 2) };
     let moe = upcycle(dense, &config).unwrap();
     let _ = moe.forward(ids(1, 2));
-    check(&moe, &[HubParam::Router(0), HubParam::Expert(1, 2, ExpertProj::Down)], "upcycled");
+    check(&moe, &[ParamId::Router(0), ParamId::Expert(1, 2, ExpertProj::Down)], "upcycled");
 
     let grads = crate::gradients::hf_loss(&moe, ids(2, 6)).backward();
-    let grad = |x| match moe.hub_param(HubParam::Expert(0, x, ExpertProj::Down)).unwrap() {
+    let grad = |x| match moe.param(ParamId::Expert(0, x, ExpertProj::Down)).unwrap() {
         ParamRef::Rank2(w) => w.val().grad(&grads).map(host),
         ParamRef::Rank1(_) => unreachable!(),
     };
@@ -212,11 +212,11 @@ fn dense_and_upcycled_gradients_match_finite_differences() {
     assert!(taken.len() >= 2 && taken.windows(2).all(|w| w[0] != w[1]), "experts share gradients");
 }
 
-fn check(model: &Mixtral<CpuAutodiff>, params: &[HubParam], name: &str) {
+fn check(model: &Mixtral<CpuAutodiff>, params: &[ParamId], name: &str) {
     let loss = |m: &Mixtral<CpuAutodiff>| crate::gradients::hf_loss(m, ids(2, 6));
     let grads = loss(model).backward();
     for &param in params {
-        let ParamRef::Rank2(p) = model.hub_param(param).unwrap() else { unreachable!() };
+        let ParamRef::Rank2(p) = model.param(param).unwrap() else { unreachable!() };
         let (value, shape) = (host(p.val()), p.val().dims());
         let analytic = host(p.val().grad(&grads).unwrap_or_else(|| panic!("{name}: {param:?} gets no gradient")));
         let mut order: Vec<usize> = (0..analytic.len()).collect();
@@ -227,7 +227,7 @@ fn check(model: &Mixtral<CpuAutodiff>, params: &[HubParam], name: &str) {
                 let mut w = value.clone();
                 w[i] += delta;
                 let mut moved = model.clone();
-                let Some(ParamMut::Rank2(p)) = moved.hub_param_mut(param) else { unreachable!() };
+                let Some(ParamMut::Rank2(p)) = moved.param_mut(param) else { unreachable!() };
                 *p = Param::from_tensor(Tensor::from_data(TensorData::new(w, shape), &Default::default()));
                 host(loss(&moved))[0]
             };
@@ -289,12 +289,12 @@ fn btx_merge_of_identical_branches_is_the_upcycled_model() {
     )
     .unwrap();
     assert_eq!(merged.config(), upcycled.config());
-    let weight = |m: &Mixtral<Cpu>, p: HubParam| match m.hub_param(p).unwrap() {
+    let weight = |m: &Mixtral<Cpu>, p: ParamId| match m.param(p).unwrap() {
         ParamRef::Rank2(w) => host(w.val()),
         ParamRef::Rank1(w) => host(w.val()),
     };
-    for p in HubParam::all(merged.config()) {
-        if !matches!(p, HubParam::Router(_)) {
+    for p in ParamId::all(merged.config()) {
+        if !matches!(p, ParamId::Router(_)) {
             // The mean of three equal values is that value to an ulp.
             let diff = max_abs_diff(&weight(&merged, p), &weight(&upcycled, p));
             assert!(diff <= 1e-6, "{p:?} differs by {diff}");
@@ -307,16 +307,16 @@ fn btx_merge_of_identical_branches_is_the_upcycled_model() {
 
     let other = dense_model::<Cpu>();
     let merged = merge_branches(vec![dense.clone(), other.clone()], &MergeConfig::new(1)).unwrap();
-    let q = HubParam::Attention(0, moe_core::io::hub_keys::AttentionProj::Q);
+    let q = ParamId::Attention(0, moe_core::model::AttentionProj::Q);
     let mean: Vec<f32> = weight(&dense, q).iter().zip(weight(&other, q)).map(|(a, b)| (a + b) / 2.0).collect();
     assert!(max_abs_diff(&weight(&merged, q), &mean) <= 1e-7);
     assert_eq!(
-        weight(&merged, HubParam::Expert(1, 1, ExpertProj::Down)),
-        weight(&other, HubParam::Mlp(1, ExpertProj::Down))
+        weight(&merged, ParamId::Expert(1, 1, ExpertProj::Down)),
+        weight(&other, ParamId::Mlp(1, ExpertProj::Down))
     );
     assert_eq!(
-        weight(&merged, HubParam::Expert(1, 0, ExpertProj::Down)),
-        weight(&dense, HubParam::Mlp(1, ExpertProj::Down))
+        weight(&merged, ParamId::Expert(1, 0, ExpertProj::Down)),
+        weight(&dense, ParamId::Mlp(1, ExpertProj::Down))
     );
     let err = merge_branches(vec![merged], &MergeConfig::new(1)).unwrap_err().to_string();
     assert!(err.contains("must be dense"), "{err}");

@@ -2,10 +2,11 @@
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
-use moe_core::io::hub_keys::{AnyTensor, HubParam, ParamRef};
 use moe_core::io::load_hub_checkpoint;
+use moe_core::io::{hub_tensor, parse_hub_key, HubKeys};
 use moe_core::loss::{causal_lm_loss, load_balancing_loss};
 use moe_core::model::Mixtral;
+use moe_core::model::{AnyTensor, ParamId, ParamRef};
 
 use crate::common::*;
 
@@ -16,11 +17,12 @@ pub fn hf_loss<B: burn::tensor::backend::Backend>(
 ) -> Tensor<B, 1> {
     let out = model.forward(input_ids.clone());
     let config = model.config();
+    let router_logits = out.router_logits();
     let lm = causal_lm_loss(out.logits, input_ids);
-    if out.router_logits.is_empty() {
+    if router_logits.is_empty() {
         return lm; // A dense model: no router to balance.
     }
-    let aux = load_balancing_loss(&out.router_logits, config.top_k, None);
+    let aux = load_balancing_loss(&router_logits, config.top_k, None);
     lm + aux.mul_scalar(config.router_aux_loss_coef)
 }
 
@@ -28,12 +30,12 @@ pub fn hf_loss<B: burn::tensor::backend::Backend>(
 /// as import and export). An expert no token reached has no gradient: zeros, as in
 /// transformers' stacked experts.
 fn hub_grad<B: AutodiffBackend>(model: &Mixtral<B>, grads: &B::Gradients, key: &str) -> Vec<f32> {
-    let (param, part) = HubParam::parse(key).unwrap_or_else(|| panic!("unknown key {key}"));
-    let grad = match model.hub_param(param).unwrap_or_else(|| panic!("the model has no {key}")) {
+    let (param, part) = parse_hub_key(key).unwrap_or_else(|| panic!("unknown key {key}"));
+    let grad = match model.param(param).unwrap_or_else(|| panic!("the model has no {key}")) {
         ParamRef::Rank1(p) => AnyTensor::Rank1(p.val().grad(grads).unwrap_or_else(|| p.val().inner().zeros_like())),
         ParamRef::Rank2(p) => AnyTensor::Rank2(p.val().grad(grads).unwrap_or_else(|| p.val().inner().zeros_like())),
     };
-    grad.to_hub(param.layout(), part).1
+    hub_tensor(&grad, param.layout(), part).1
 }
 
 fn check_gradients(name: &str) {
@@ -45,7 +47,7 @@ fn check_gradients(name: &str) {
 
     // Every parameter of the model, by its checkpoint key: transformers recorded them all.
     let config = model.config();
-    let keys: Vec<String> = HubParam::all(config).into_iter().flat_map(|p| p.keys()).collect();
+    let keys: Vec<String> = ParamId::all(config).into_iter().flat_map(|p| p.keys()).collect();
     assert_eq!(keys.len(), 1 + config.n_layers * (7 + 3 * config.n_experts) + 2);
     let mut worst = (0.0, String::new());
     for key in keys {

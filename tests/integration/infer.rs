@@ -63,7 +63,9 @@ fn packed_weights_on_flex_compute_the_same_model() {
         let down = model.layers[0].feed_forward.moe().map(|moe| moe.experts.ffns[1].down.weight.val().into_data());
         let c = model.config().clone();
         let projections = 1 + c.n_layers * (4 + 1 + 2 * c.n_experts); // head; attention, router, experts
-        assert_eq!(model.pack_for_cpu(), projections, "{name}");
+                                                                      // Only where the CPU runs the kernels that read the layout.
+        let x86 = moe_core::kernels::isa::has(moe_core::kernels::isa::Isa::Avx2);
+        assert_eq!(model.pack_for_cpu(), if x86 { projections } else { 0 }, "{name}");
         assert_eq!(model.pack_for_cpu(), 0, "{name}: packing twice does nothing");
         let after = host(model.forward(ids).logits);
         assert!(max_abs_diff(&after, &before) <= 1e-5, "{name}: {}", max_abs_diff(&after, &before));
@@ -74,7 +76,7 @@ fn packed_weights_on_flex_compute_the_same_model() {
         let out = generate(&model, std::slice::from_ref(&prompt), &greedy(want.len() - prompt.len()), |_, _| true);
         assert_eq!(out.unwrap().sequences[0], want, "{name}");
 
-        if let (Some(want), Some(moe)) = (down, model.layers[0].feed_forward.moe()) {
+        if let (Some(want), Some(moe), true) = (down, model.layers[0].feed_forward.moe(), x86) {
             let down = &moe.experts.ffns[1].down;
             assert!(down.packed().is_some());
             let got: Tensor<Flex, 2> = down.weight.val();
@@ -135,7 +137,7 @@ fn experts_per_token_override_changes_the_function() {
     let top2 = host(model.forward(ids.clone()).logits);
     model.set_experts_per_token(1).unwrap();
     let top1 = model.forward(ids.clone());
-    assert_eq!(top1.experts[0].dims()[1], 1, "one expert per token");
+    assert_eq!(top1.routing[0].experts.dims()[1], 1, "one expert per token");
     model.set_experts_per_token(4).unwrap();
     let all = host(model.forward(ids.clone()).logits);
     assert!(max_abs_diff(&host(top1.logits), &top2) > 1e-3 && max_abs_diff(&all, &top2) > 1e-3);

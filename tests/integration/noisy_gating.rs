@@ -217,19 +217,19 @@ fn noise_only_while_training_and_zero_at_init() {
     assert!(noise.iter().all(|&w| w == 0.0));
     // Run once before cloning: an uninitialised clone would draw weights of its own.
     let out = layer.forward(x.clone());
-    assert!(out.importance_load.is_some());
+    assert!(out.routing.importance_load.is_some());
     let mut plain = layer.clone();
     plain.router.noise = None;
     plain.router.routing = RoutingConfig::default();
     let want = plain.forward(x.clone());
-    assert!(want.importance_load.is_none());
+    assert!(want.routing.importance_load.is_none());
     assert_eq!(host(out.hidden), host(want.hidden), "inference is Mixtral's routing");
-    assert_eq!(host(layer.forward(x.clone()).router_logits), host(want.router_logits));
+    assert_eq!(host(layer.forward(x.clone()).routing.router_logits), host(want.routing.router_logits));
 
     let training = config.init::<CpuAutodiff>(&device);
     let x = Tensor::<CpuAutodiff, 2>::from_inner(x);
     let choices: Vec<Vec<i64>> =
-        (0..4).map(|_| training.forward(x.clone()).experts.into_data().iter::<i64>().collect()).collect();
+        (0..4).map(|_| training.forward(x.clone()).routing.experts.into_data().iter::<i64>().collect()).collect();
     assert!(choices.windows(2).any(|w| w[0] != w[1]), "training draws noise");
 }
 

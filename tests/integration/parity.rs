@@ -19,7 +19,7 @@ fn check_model(name: &str) {
     let logits_diff = max_abs_diff(&host(out.logits.clone()), &want);
 
     let (shape, want) = reference.f32("router_logits");
-    let router = Tensor::stack::<3>(out.router_logits.clone(), 0);
+    let router = Tensor::stack::<3>(out.router_logits(), 0);
     assert_eq!(router.dims().to_vec(), shape);
     let router_diff = max_abs_diff(&host(router), &want);
     eprintln!("{name}: logits diff {logits_diff:e}, router diff {router_diff:e}");
@@ -27,8 +27,8 @@ fn check_model(name: &str) {
     assert!(router_diff <= 1e-4, "{name}: router logits max-abs diff {router_diff}");
 
     let config = model.config();
+    let aux = load_balancing_loss(&out.router_logits(), config.top_k, None).into_scalar();
     let lm = causal_lm_loss(out.logits, input_ids).into_scalar();
-    let aux = load_balancing_loss(&out.router_logits, config.top_k, None).into_scalar();
     let total = lm + config.router_aux_loss_coef as f32 * aux;
     for (what, got, want) in [
         ("lm_loss", lm, reference.scalar("lm_loss")),

@@ -103,7 +103,7 @@ fn router_gradient_matches_finite_differences(config: SparseMoeConfig, name: &st
     let r = fixed(t * d, 1.0, [t, d]).flip([0]);
     let loss = |moe: &SparseMoe<CpuAutodiff>| (moe.forward(x.clone()).hidden * r.clone()).sum();
     if name.starts_with("capacity") {
-        assert!(moe.forward(x.clone()).dropped > 0, "{name}: nothing dropped");
+        assert!(moe.forward(x.clone()).routing.dropped > 0, "{name}: nothing dropped");
     }
     type Pick = fn(&mut SparseMoe<CpuAutodiff>) -> &mut Param<Tensor<CpuAutodiff, 2>>;
     let mut params: Vec<(&str, Pick)> = vec![("gate", |m| &mut m.router.gate.weight)];
@@ -151,7 +151,7 @@ fn jitter_scales_the_input_while_training_only() {
     let training = config.init::<CpuAutodiff>(&device);
     let w = host(training.router.gate.weight.val())[0];
     let input = Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(x.clone(), [t, 1]), &device);
-    let logits = host(training.forward(input).router_logits);
+    let logits = host(training.forward(input).routing.router_logits);
     let u: Vec<f32> = logits.iter().zip(&x).map(|(l, x)| l / (w * x)).collect();
     let (lo, hi) = u.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &u| (lo.min(u), hi.max(u)));
     assert!(lo >= 1.0 - j as f32 - 1e-5 && hi <= 1.0 + j as f32 + 1e-5, "noise outside [1 - j, 1 + j]: {lo}..{hi}");
@@ -161,7 +161,7 @@ fn jitter_scales_the_input_while_training_only() {
     let inference = config.init::<Cpu>(&device);
     let w = host(inference.router.gate.weight.val())[0];
     let input = Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [t, 1]), &device);
-    let logits = host(inference.forward(input).router_logits);
+    let logits = host(inference.forward(input).routing.router_logits);
     for (l, x) in logits.iter().zip(&x) {
         assert!((l - w * x).abs() <= 1e-6 * (1.0 + l.abs()), "inference jittered: {l} vs {}", w * x);
     }
@@ -308,7 +308,7 @@ fn capacity_drops_the_latest_tokens_of_a_full_expert() {
     let dropless = two_expert_layer::<Cpu>(base.clone());
     let input = || Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [4, 2]), &device);
     let free = dropless.forward(input());
-    assert_eq!(free.dropped, 0);
+    assert_eq!(free.routing.dropped, 0);
     let free = host(free.hidden);
 
     let mut capped = dropless.clone();
@@ -316,7 +316,7 @@ fn capacity_drops_the_latest_tokens_of_a_full_expert() {
     capped.router.routing.eval_capacity_factor = Some(1.0);
     let out = capped.forward(input());
     assert_eq!(moe_core::moe::expert_capacity(1.0, 4, 1, 2), 2);
-    assert_eq!(out.dropped, 1);
+    assert_eq!(out.routing.dropped, 1);
     let got = host(out.hidden);
     for token in [0, 1, 3] {
         assert_eq!(&got[2 * token..2 * token + 2], &free[2 * token..2 * token + 2], "token {token}");
@@ -326,7 +326,7 @@ fn capacity_drops_the_latest_tokens_of_a_full_expert() {
     // Factor 2 = E / K: every expert can take every token.
     capped.router.routing.eval_capacity_factor = Some(2.0);
     let out = capped.forward(input());
-    assert_eq!(out.dropped, 0);
+    assert_eq!(out.routing.dropped, 0);
     assert_eq!(host(out.hidden), free);
 
     // While training the training factor counts (10: nothing dropped), then 1 drops one.
@@ -335,10 +335,10 @@ fn capacity_drops_the_latest_tokens_of_a_full_expert() {
         r.eval_capacity_factor = Some(1.0);
     }));
     let input = || Tensor::<CpuAutodiff, 2>::from_data(TensorData::new(x.clone(), [4, 2]), &device);
-    assert_eq!(training.forward(input()).dropped, 0);
+    assert_eq!(training.forward(input()).routing.dropped, 0);
     let mut training = training;
     training.router.routing.capacity_factor = Some(1.0);
-    assert_eq!(training.forward(input()).dropped, 1);
+    assert_eq!(training.forward(input()).routing.dropped, 1);
 }
 
 fn assert_close(got: &[f32], want: &[f64], what: &str) {
@@ -405,7 +405,8 @@ fn expert_bias_moves_towards_the_mean_load_and_is_not_differentiated() {
     let mut model = config.init::<CpuAutodiff>(&device);
     let ids = Tensor::<CpuAutodiff, 2, burn::tensor::Int>::from_ints([[1, 5, 9, 3, 7, 2]], &device);
     let out = model.forward(ids.clone());
-    for counts in &out.expert_counts {
+    let expert_counts = out.expert_counts();
+    for counts in &expert_counts {
         assert_eq!(counts.iter().sum::<usize>(), 6 * config.top_k);
     }
     let grads = out.logits.sum().backward();
@@ -413,8 +414,8 @@ fn expert_bias_moves_towards_the_mean_load_and_is_not_differentiated() {
         model.layers[l].moe().unwrap().router.bias.as_ref().expect("a bias").val()
     };
     assert!(bias(&model, 0).grad(&grads).is_none(), "the bias got a gradient");
-    model.update_expert_biases(&out.expert_counts);
-    for (l, counts) in out.expert_counts.iter().enumerate() {
+    model.update_expert_biases(&expert_counts);
+    for (l, counts) in expert_counts.iter().enumerate() {
         let want = moe_core::moe::updated_expert_bias(&[0.0; 4], counts, 0.01);
         let want: Vec<f64> = want.iter().map(|&b| b as f64).collect();
         assert_close(&host(bias(&model, l)), &want, &format!("layer {l}"));
@@ -529,9 +530,9 @@ fn expert_choice_takes_each_experts_best_tokens() {
     let out = moe.forward(input());
     // Scores of expert 0 by token: softmax([2, 0]) = 0.88, [1, 0] = 0.73, [0, 1] = 0.27,
     // [0.5, 0] = 0.62: expert 0 takes tokens 0 and 1, expert 1 (the complements) 2 and 3.
-    let experts: Vec<i64> = out.experts.into_data().iter::<i64>().collect();
+    let experts: Vec<i64> = out.routing.experts.into_data().iter::<i64>().collect();
     assert_eq!(experts, [0, -1, 0, -1, -1, 1, -1, 1]);
-    assert_eq!((out.counts, out.dropped), (vec![2, 2], 0));
+    assert_eq!((out.routing.counts, out.routing.dropped), (vec![2, 2], 0));
     let got = host(out.hidden);
     for (token, expert) in [(0usize, 0usize), (1, 0), (2, 1), (3, 1)] {
         let row = &x[2 * token..2 * token + 2];
@@ -549,7 +550,7 @@ fn expert_choice_takes_each_experts_best_tokens() {
     // Factor 2 = E / K: C = T, every expert on every token, weighted by its score.
     let everyone = two_expert_layer::<CpuAutodiff>(routed(config.clone(), |r| r.capacity_factor = Some(2.0)));
     let out = everyone.forward(input());
-    assert_eq!(out.counts, vec![4, 4]);
+    assert_eq!(out.routing.counts, vec![4, 4]);
     let scores = everyone.router.forward(input()).scores.transpose().unsqueeze_dim::<3>(2); // [E, T, 1]
     let dense = host((everyone.experts.forward_all(input()) * scores).sum_dim(0).squeeze_dim::<2>(0));
     assert!(crate::common::max_abs_diff(&host(out.hidden), &dense) < 1e-6);
@@ -564,6 +565,6 @@ fn expert_choice_takes_each_experts_best_tokens() {
         m.router.routing = RoutingConfig { normalize_top_k: false, ..Default::default() };
         m
     };
-    assert_eq!(out.experts.dims(), [4, 1]);
+    assert_eq!(out.routing.experts.dims(), [4, 1]);
     assert_eq!(host(out.hidden), host(token_choice.forward(input()).hidden));
 }

@@ -11,8 +11,8 @@ use super::RouterInit;
 use crate::config::MixtralConfig;
 use crate::draws::Draws;
 use crate::error::{MoeError, Result};
-use crate::io::hub_keys::{HubParam, ParamMut, ParamRef};
 use crate::model::{FeedForward, Mixtral};
+use crate::model::{ParamId, ParamMut, ParamRef};
 use crate::moe::{Experts, RouterConfig, RoutingConfig, SparseMoe};
 use crate::nn::{Projection, SwiGlu};
 
@@ -64,10 +64,10 @@ pub fn merge_branches<B: Backend>(branches: Vec<Mixtral<B>>, config: &MergeConfi
     let mut draws = Draws::new(config.seed);
 
     // The shared parameters: the mean over the branches, written into a copy of branch 0.
-    let shared: Vec<HubParam> = HubParam::all(&dense).into_iter().filter(|p| !matches!(p, HubParam::Mlp(..))).collect();
+    let shared: Vec<ParamId> = ParamId::all(&dense).into_iter().filter(|p| !matches!(p, ParamId::Mlp(..))).collect();
     let mut means = Vec::with_capacity(shared.len());
     for &param in &shared {
-        let mean = match first.hub_param(param).expect("HubParam::all lists the model's own parameters") {
+        let mean = match first.param(param).expect("ParamId::all lists the model's own parameters") {
             ParamRef::Rank1(_) => {
                 let sum = branches.iter().map(|b| rank1(b, param)).reduce(|a, b| a + b).expect("n >= 1");
                 MeanTensor::Rank1(sum.div_scalar(n as f64))
@@ -100,7 +100,7 @@ pub fn merge_branches<B: Backend>(branches: Vec<Mixtral<B>>, config: &MergeConfi
         .collect();
     let mut model = branches.into_iter().next().expect("n >= 1");
     for (&param, mean) in shared.iter().zip(means) {
-        match (model.hub_param_mut(param).expect("listed"), mean) {
+        match (model.param_mut(param).expect("listed"), mean) {
             // Detached: on an autodiff backend the mean is a computed tensor; a parameter is a leaf.
             (ParamMut::Rank1(p), MeanTensor::Rank1(v)) => *p = Param::from_tensor(v.detach()),
             (ParamMut::Rank2(p), MeanTensor::Rank2(v)) => *p = Param::from_tensor(v.detach()),
@@ -135,15 +135,15 @@ enum MeanTensor<B: Backend> {
     Rank2(Tensor<B, 2>),
 }
 
-fn rank1<B: Backend>(model: &Mixtral<B>, param: HubParam) -> Tensor<B, 1> {
-    match model.hub_param(param) {
+fn rank1<B: Backend>(model: &Mixtral<B>, param: ParamId) -> Tensor<B, 1> {
+    match model.param(param) {
         Some(ParamRef::Rank1(p)) => p.val(),
         _ => unreachable!("validated: every branch has the shape of branch 0"),
     }
 }
 
-fn rank2<B: Backend>(model: &Mixtral<B>, param: HubParam) -> Tensor<B, 2> {
-    match model.hub_param(param) {
+fn rank2<B: Backend>(model: &Mixtral<B>, param: ParamId) -> Tensor<B, 2> {
+    match model.param(param) {
         Some(ParamRef::Rank2(p)) => p.val(),
         _ => unreachable!("validated: every branch has the shape of branch 0"),
     }

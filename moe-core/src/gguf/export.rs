@@ -10,9 +10,9 @@ use super::writer::{write_gguf, TensorPlan};
 use super::{GgmlType, GgufValue};
 use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
-use crate::io::hub_keys::{AttentionProj, ExpertProj, HubParam};
-use crate::io::CheckpointTensors;
+use crate::io::{hub_tensor, CheckpointTensors, HubKeys};
 use crate::model::Mixtral;
+use crate::model::{AttentionProj, ExpertProj, ParamId};
 use crate::quant::{quantize, WRITABLE};
 
 /// `tokenizer.ggml.model` of a file without a tokenizer, as llama.cpp writes it
@@ -75,7 +75,7 @@ impl GgufExport {
 /// What one planned tensor holds.
 enum Content {
     /// One parameter (part of a fused one), its rows reordered for llama.cpp's RoPE if `heads`.
-    Param { param: HubParam, part: usize, heads: Option<usize> },
+    Param { param: ParamId, part: usize, heads: Option<usize> },
     /// One projection of every expert of a layer, stacked `[E, rows, cols]`.
     Experts { layer: usize, proj: ExpertProj, part: usize },
 }
@@ -87,8 +87,8 @@ enum Content {
 /// device and encoded one at a time.
 pub fn save_gguf<B: Backend>(model: &Mixtral<B>, path: impl AsRef<Path>, options: &GgufExport) -> Result<()> {
     write_mixtral_gguf(model.config(), path.as_ref(), options, |param, part| {
-        let value = model.hub_param(param).expect("the plan lists the model's own parameters").value();
-        Ok(value.to_hub(param.layout(), part).1)
+        let value = model.param(param).expect("the plan lists the model's own parameters").value();
+        Ok(hub_tensor(&value, param.layout(), part).1)
     })
 }
 
@@ -124,7 +124,7 @@ fn write_mixtral_gguf(
     config: &MixtralConfig,
     path: &Path,
     options: &GgufExport,
-    values: impl Fn(HubParam, usize) -> Result<Vec<f32>>,
+    values: impl Fn(ParamId, usize) -> Result<Vec<f32>>,
 ) -> Result<()> {
     config.validate()?;
     // The file would load (here and in llama.cpp) as a model that routes the `llama` way.
@@ -150,7 +150,7 @@ fn write_mixtral_gguf(
         let (name, ty) = match &content {
             Content::Param { param, part, .. } => (gguf_source(*param, *part, true, 0, 0).tensor, ty),
             Content::Experts { layer, proj, part } => {
-                (gguf_source(HubParam::Expert(*layer, 0, *proj), *part, true, 0, 0).tensor, ty)
+                (gguf_source(ParamId::Expert(*layer, 0, *proj), *part, true, 0, 0).tensor, ty)
             }
         };
         let cols = *shape.last().expect("a shape");
@@ -164,34 +164,34 @@ fn write_mixtral_gguf(
         plan.push(TensorPlan { name, dims: shape.into_iter().rev().collect(), ggml_type: ty });
         contents.push(content);
     };
-    let param = |param: HubParam| Content::Param { param, part: 0, heads: None };
-    add(param(HubParam::Embedding), HubParam::Embedding.hub_shape(config), options.dense);
-    add(param(HubParam::FinalNorm), HubParam::FinalNorm.hub_shape(config), GgmlType::F32);
+    let param = |param: ParamId| Content::Param { param, part: 0, heads: None };
+    add(param(ParamId::Embedding), ParamId::Embedding.hub_shape(config), options.dense);
+    add(param(ParamId::FinalNorm), ParamId::FinalNorm.hub_shape(config), GgmlType::F32);
     if !config.tie_word_embeddings {
-        add(param(HubParam::LmHead), HubParam::LmHead.hub_shape(config), options.dense);
+        add(param(ParamId::LmHead), ParamId::LmHead.hub_shape(config), options.dense);
     }
     for n in 0..config.n_layers {
-        add(param(HubParam::InputNorm(n)), HubParam::InputNorm(n).hub_shape(config), GgmlType::F32);
+        add(param(ParamId::InputNorm(n)), ParamId::InputNorm(n).hub_shape(config), GgmlType::F32);
         for (p, heads) in [
             (AttentionProj::Q, Some(config.n_heads)),
             (AttentionProj::K, Some(config.n_kv_heads)),
             (AttentionProj::V, None),
             (AttentionProj::O, None),
         ] {
-            let a = HubParam::Attention(n, p);
+            let a = ParamId::Attention(n, p);
             add(Content::Param { param: a, part: 0, heads }, a.hub_shape(config), options.dense);
         }
-        add(param(HubParam::PostAttentionNorm(n)), HubParam::PostAttentionNorm(n).hub_shape(config), GgmlType::F32);
+        add(param(ParamId::PostAttentionNorm(n)), ParamId::PostAttentionNorm(n).hub_shape(config), GgmlType::F32);
         if config.dense {
             for (proj, part) in [(ExpertProj::GateUp, 0), (ExpertProj::Down, 0), (ExpertProj::GateUp, 1)] {
-                let mlp = HubParam::Mlp(n, proj);
+                let mlp = ParamId::Mlp(n, proj);
                 add(Content::Param { param: mlp, part, heads: None }, mlp.hub_shape(config), options.experts);
             }
             continue;
         }
-        add(param(HubParam::Router(n)), HubParam::Router(n).hub_shape(config), GgmlType::F32);
+        add(param(ParamId::Router(n)), ParamId::Router(n).hub_shape(config), GgmlType::F32);
         for (proj, part) in [(ExpertProj::GateUp, 0), (ExpertProj::Down, 0), (ExpertProj::GateUp, 1)] {
-            let mut shape = HubParam::Expert(n, 0, proj).hub_shape(config);
+            let mut shape = ParamId::Expert(n, 0, proj).hub_shape(config);
             shape.insert(0, config.n_experts);
             add(Content::Experts { layer: n, proj, part }, shape, options.experts);
         }
@@ -220,7 +220,7 @@ fn write_mixtral_gguf(
             Content::Experts { layer, proj, part } => {
                 let mut all = Vec::new();
                 for x in 0..config.n_experts {
-                    all.extend(values(HubParam::Expert(layer, x, proj), part)?);
+                    all.extend(values(ParamId::Expert(layer, x, proj), part)?);
                 }
                 all
             }

@@ -1,8 +1,8 @@
 //! The one table between GGUF tensor names (llama.cpp's `llama` architecture, which Mixtral
-//! and dense Mistral/Llama files use) and this crate's [`HubParam`]s, and llama.cpp's q/k row
+//! and dense Mistral/Llama files use) and this crate's [`ParamId`]s, and llama.cpp's q/k row
 //! order.
 //!
-//! | GGUF tensor                                  | [`HubParam`] (part)           |
+//! | GGUF tensor                                  | [`ParamId`] (part)           |
 //! |----------------------------------------------|-------------------------------|
 //! | `token_embd.weight`                          | `Embedding`                   |
 //! | `blk.N.attn_norm.weight`                     | `InputNorm(N)`                |
@@ -24,7 +24,7 @@
 //! `(i, i + Dh/2)`: its converter reorders the rows of `attn_q` and `attn_k` within each head so
 //! that both compute the same function. [`permute_rows`] applies and undoes that reordering.
 
-use crate::io::hub_keys::{AttentionProj, ExpertProj, HubParam};
+use crate::model::{AttentionProj, ExpertProj, ParamId};
 
 /// Where the values of one Hub tensor sit in a GGUF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,32 +39,32 @@ pub struct GgufSource {
 
 /// The GGUF source of part `part` of `param`; `merged` picks the `_exps` layout for experts.
 /// `n_heads`/`n_kv_heads` are the config's.
-pub fn gguf_source(param: HubParam, part: usize, merged: bool, n_heads: usize, n_kv_heads: usize) -> GgufSource {
+pub fn gguf_source(param: ParamId, part: usize, merged: bool, n_heads: usize, n_kv_heads: usize) -> GgufSource {
     let plain = |tensor: String| GgufSource { tensor, expert: None, permuted_heads: None };
     match param {
-        HubParam::Embedding => plain("token_embd.weight".into()),
-        HubParam::FinalNorm => plain("output_norm.weight".into()),
-        HubParam::LmHead => plain("output.weight".into()),
-        HubParam::InputNorm(n) => plain(format!("blk.{n}.attn_norm.weight")),
-        HubParam::PostAttentionNorm(n) => plain(format!("blk.{n}.ffn_norm.weight")),
-        HubParam::Router(n) => plain(format!("blk.{n}.ffn_gate_inp.weight")),
+        ParamId::Embedding => plain("token_embd.weight".into()),
+        ParamId::FinalNorm => plain("output_norm.weight".into()),
+        ParamId::LmHead => plain("output.weight".into()),
+        ParamId::InputNorm(n) => plain(format!("blk.{n}.attn_norm.weight")),
+        ParamId::PostAttentionNorm(n) => plain(format!("blk.{n}.ffn_norm.weight")),
+        ParamId::Router(n) => plain(format!("blk.{n}.ffn_gate_inp.weight")),
         // llama.cpp's names for DeepSeek / Qwen-MoE tensors (its `llama` architecture has none).
-        HubParam::RouterBias(n) => plain(format!("blk.{n}.exp_probs_b.bias")),
-        HubParam::SharedExpertGate(n) => plain(format!("blk.{n}.ffn_gate_inp_shexp.weight")),
+        ParamId::RouterBias(n) => plain(format!("blk.{n}.exp_probs_b.bias")),
+        ParamId::SharedExpertGate(n) => plain(format!("blk.{n}.ffn_gate_inp_shexp.weight")),
         // Training-only weights that no GGUF runtime reads; never written (see `save_gguf`).
-        HubParam::RouterNoise(n) => plain(format!("blk.{n}.ffn_gate_inp_noise.weight")),
+        ParamId::RouterNoise(n) => plain(format!("blk.{n}.ffn_gate_inp_noise.weight")),
         // llama.cpp's dense FFN.
-        HubParam::Mlp(n, p) => plain(match (p, part) {
+        ParamId::Mlp(n, p) => plain(match (p, part) {
             (ExpertProj::GateUp, 0) => format!("blk.{n}.ffn_gate.weight"),
             (ExpertProj::GateUp, _) => format!("blk.{n}.ffn_up.weight"),
             (ExpertProj::Down, _) => format!("blk.{n}.ffn_down.weight"),
         }),
-        HubParam::SharedExpert(n, p) => plain(match (p, part) {
+        ParamId::SharedExpert(n, p) => plain(match (p, part) {
             (ExpertProj::GateUp, 0) => format!("blk.{n}.ffn_gate_shexp.weight"),
             (ExpertProj::GateUp, _) => format!("blk.{n}.ffn_up_shexp.weight"),
             (ExpertProj::Down, _) => format!("blk.{n}.ffn_down_shexp.weight"),
         }),
-        HubParam::Attention(n, p) => {
+        ParamId::Attention(n, p) => {
             let (name, heads) = match p {
                 AttentionProj::Q => ("attn_q", Some(n_heads)),
                 AttentionProj::K => ("attn_k", Some(n_kv_heads)),
@@ -73,7 +73,7 @@ pub fn gguf_source(param: HubParam, part: usize, merged: bool, n_heads: usize, n
             };
             GgufSource { tensor: format!("blk.{n}.{name}.weight"), expert: None, permuted_heads: heads }
         }
-        HubParam::Expert(n, x, p) => {
+        ParamId::Expert(n, x, p) => {
             let ffn = match (p, part) {
                 (ExpertProj::GateUp, 0) => "ffn_gate",
                 (ExpertProj::GateUp, _) => "ffn_up",
@@ -130,11 +130,11 @@ mod tests {
 
     #[test]
     fn experts_have_both_layouts() {
-        let p = HubParam::Expert(3, 5, ExpertProj::GateUp);
+        let p = ParamId::Expert(3, 5, ExpertProj::GateUp);
         assert_eq!(gguf_source(p, 1, true, 8, 2).tensor, "blk.3.ffn_up_exps.weight");
         assert_eq!(gguf_source(p, 1, true, 8, 2).expert, Some(5));
         assert_eq!(gguf_source(p, 0, false, 8, 2).tensor, "blk.3.ffn_gate.5.weight");
-        let k = gguf_source(HubParam::Attention(0, AttentionProj::K), 0, true, 8, 2);
+        let k = gguf_source(ParamId::Attention(0, AttentionProj::K), 0, true, 8, 2);
         assert_eq!((k.tensor.as_str(), k.permuted_heads), ("blk.0.attn_k.weight", Some(2)));
     }
 }

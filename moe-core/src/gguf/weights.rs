@@ -6,8 +6,8 @@ use super::names::{gguf_source, permute_rows, GgufSource};
 use super::{dequantize, GgmlType, GgufFile};
 use crate::config::MixtralConfig;
 use crate::error::Result;
-use crate::io::hub_keys::HubLayout;
-use crate::io::{CheckpointTensors, HostTensor, HubParam};
+use crate::io::{CheckpointTensors, HostTensor, HubKeys, HubLayout};
+use crate::model::ParamId;
 use crate::quant::QuantMatrix;
 
 /// A GGUF file's tensors seen by their Hub keys (see [`super::names`]): dequantized to f32,
@@ -37,7 +37,7 @@ impl GgufWeights {
         let merged = file.tensor("blk.0.ffn_gate_exps.weight").is_some();
         let mut sources = BTreeMap::new();
         let mut read = HashSet::new();
-        for param in HubParam::all(config) {
+        for param in ParamId::all(config) {
             for (part, key) in param.keys().into_iter().enumerate() {
                 let source = gguf_source(param, part, merged, config.n_heads, config.n_kv_heads);
                 if file.tensor(&source.tensor).is_some() {
@@ -107,10 +107,10 @@ impl CheckpointTensors for GgufWeights {
 
     /// Projections whose every part is of a quantized type, in the shape the config needs:
     /// blocks read in place (q/k rows, which llama.cpp reorders, copied back into the Hub's order).
-    fn quantized(&self, param: HubParam, config: &MixtralConfig) -> Option<QuantMatrix> {
+    fn quantized(&self, param: ParamId, config: &MixtralConfig) -> Option<QuantMatrix> {
         let matrix_like =
-            matches!(param.layout(), HubLayout::Linear | HubLayout::FusedLinear) || param == HubParam::Embedding;
-        if !matrix_like || matches!(param, HubParam::Router(_)) {
+            matches!(param.layout(), HubLayout::Linear | HubLayout::FusedLinear) || param == ParamId::Embedding;
+        if !matrix_like || matches!(param, ParamId::Router(_)) {
             return None;
         }
         let hub_shape = param.hub_shape(config); // [rows, cols] of each part

@@ -1,9 +1,9 @@
 use std::path::Path;
 
-use super::hub_keys::HubParam;
 use super::hub_weights::HostTensor;
 use crate::config::MixtralConfig;
 use crate::error::Result;
+use crate::model::ParamId;
 use crate::quant::QuantMatrix;
 
 /// The tensors of a checkpoint by Hub key (`model.layers.0.self_attn.q_proj.weight`), decoded
@@ -29,7 +29,7 @@ pub trait CheckpointTensors {
     /// The blocks of a projection (attention, expert, LM head) or of the embedding (`[V, D]`)
     /// stored quantized, `[out, in]` rows in the Hub's row order, to be kept as they are; `None` (the default) to load it as
     /// floats through [`Self::read_f32`].
-    fn quantized(&self, param: HubParam, config: &MixtralConfig) -> Option<QuantMatrix> {
+    fn quantized(&self, param: ParamId, config: &MixtralConfig) -> Option<QuantMatrix> {
         let _ = (param, config);
         None
     }

@@ -4,11 +4,12 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use safetensors::{Dtype, View};
 
-use super::hub_keys::HubParam;
+use super::hub_keys::{hub_tensor, HubKeys};
 use crate::config::HfMixtralConfig;
 use crate::error::{MoeError, Result};
 use crate::fs::{write_atomic, write_atomic_with};
 use crate::model::Mixtral;
+use crate::model::ParamId;
 
 /// The float type of exported weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,12 +97,12 @@ impl View for LazyTensor<'_> {
 fn hub_tensors<B: Backend>(model: &Mixtral<B>, dtype: WeightDtype) -> Vec<(String, LazyTensor<'_>)> {
     let config = model.config();
     let mut out = Vec::new();
-    for param in HubParam::all(config) {
-        let value = model.hub_param(param).expect("HubParam::all lists the model's own parameters").value();
+    for param in ParamId::all(config) {
+        let value = model.param(param).expect("ParamId::all lists the model's own parameters").value();
         let shape = param.hub_shape(config);
         for (part, key) in param.keys().into_iter().enumerate() {
             let value = value.clone();
-            let read = Box::new(move || value.to_hub(param.layout(), part).1);
+            let read = Box::new(move || hub_tensor(&value, param.layout(), part).1);
             out.push((key, LazyTensor { shape: shape.clone(), dtype, read }));
         }
     }

@@ -1,10 +1,11 @@
-//! The one table between HuggingFace Hub checkpoint keys and the parameters of [`Mixtral`].
+//! The one table between HuggingFace Hub checkpoint keys and the model's parameters
+//! ([`ParamId`], the model's own list of them).
 //!
-//! Import, export and the gradient tests all go through [`HubParam`]: its [`HubParam::keys`],
-//! [`HubParam::layout`] and [`Mixtral::hub_param`] say, once, which checkpoint tensor is which
+//! Import, export and the gradient tests all go through it: [`HubKeys::keys`],
+//! [`HubKeys::layout`] and [`parse_hub_key`] say, once, which checkpoint tensor is which
 //! parameter and how it is laid out.
 //!
-//! | checkpoint key                                            | [`HubParam`]               | layout |
+//! | checkpoint key                                            | [`ParamId`]                | layout |
 //! |-----------------------------------------------------------|----------------------------|--------|
 //! | `model.embed_tokens.weight` `[V, D]`                      | `Embedding`                | as is |
 //! | `model.layers.N.input_layernorm.weight` `[D]`             | `InputNorm(N)`             | as is |
@@ -29,66 +30,10 @@
 //! `w1` and up `w3` projections) are one `[in, 2 * out]` parameter here, side by side along the
 //! output axis, in that order.
 
-use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 
 use crate::config::MixtralConfig;
-use crate::model::{FeedForward, Mixtral};
-use crate::nn::Projection;
-
-/// One of the attention projections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttentionProj {
-    /// `q_proj` `[D, H*Dh]`
-    Q,
-    /// `k_proj` `[D, G*Dh]`
-    K,
-    /// `v_proj` `[D, G*Dh]`
-    V,
-    /// `o_proj` `[H*Dh, D]`
-    O,
-}
-
-/// One of an expert's two parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExpertProj {
-    /// Gate and up projections `[D, 2F]` (checkpoint `w1` and `w3`).
-    GateUp,
-    /// Down projection `[F, D]` (checkpoint `w2`).
-    Down,
-}
-
-/// A parameter of [`Mixtral`], named as the Hub checkpoint names it (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HubParam {
-    /// `model.embed_tokens.weight`
-    Embedding,
-    /// `model.layers.N.input_layernorm.weight`
-    InputNorm(usize),
-    /// `model.layers.N.self_attn.*_proj.weight`
-    Attention(usize, AttentionProj),
-    /// `model.layers.N.post_attention_layernorm.weight`
-    PostAttentionNorm(usize),
-    /// `model.layers.N.block_sparse_moe.gate.weight`
-    Router(usize),
-    /// `model.layers.N.block_sparse_moe.experts.X.w*.weight`: layer `N`, expert `X`.
-    Expert(usize, usize, ExpertProj),
-    /// `model.layers.N.block_sparse_moe.gate.e_score_correction_bias`: the selection bias.
-    RouterBias(usize),
-    /// `model.layers.N.block_sparse_moe.gate_noise.weight`: noisy gating's noise weights.
-    RouterNoise(usize),
-    /// `model.layers.N.block_sparse_moe.shared_experts.w*.weight`
-    SharedExpert(usize, ExpertProj),
-    /// `model.layers.N.block_sparse_moe.shared_expert_gate.weight`
-    SharedExpertGate(usize),
-    /// `model.layers.N.mlp.*_proj.weight`: a dense model's FFN.
-    Mlp(usize, ExpertProj),
-    /// `model.norm.weight`
-    FinalNorm,
-    /// `lm_head.weight` (only when the head is not tied to the embedding).
-    LmHead,
-}
+use crate::model::{AnyTensor, AttentionProj, ExpertProj, ParamId};
 
 /// How a checkpoint stores a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,71 +47,26 @@ pub enum HubLayout {
     FusedLinear,
 }
 
-/// A model parameter of any rank, borrowed.
-pub enum ParamRef<'a, B: Backend> {
-    /// Norm weights.
-    Rank1(&'a Param<Tensor<B, 1>>),
-    /// Embedding and linear weights.
-    Rank2(&'a Param<Tensor<B, 2>>),
-}
-
-/// A model parameter of any rank, mutably borrowed (to load it).
-pub enum ParamMut<'a, B: Backend> {
-    /// Norm weights.
-    Rank1(&'a mut Param<Tensor<B, 1>>),
-    /// Embedding and linear weights.
-    Rank2(&'a mut Param<Tensor<B, 2>>),
-}
-
-/// A tensor of rank 1 or 2: a parameter's value or its gradient.
-#[derive(Debug, Clone)]
-pub enum AnyTensor<B: Backend> {
-    /// Rank 1.
-    Rank1(Tensor<B, 1>),
-    /// Rank 2.
-    Rank2(Tensor<B, 2>),
-}
-
-impl HubParam {
-    /// Every parameter of a model of shape `config`, in checkpoint order.
-    pub fn all(config: &MixtralConfig) -> Vec<HubParam> {
-        use AttentionProj::*;
-        use ExpertProj::*;
-        let mut out = vec![Self::Embedding];
-        for n in 0..config.n_layers {
-            out.push(Self::InputNorm(n));
-            out.extend([Q, K, V, O].map(|p| Self::Attention(n, p)));
-            out.push(Self::PostAttentionNorm(n));
-            if config.dense {
-                out.extend([GateUp, Down].map(|p| Self::Mlp(n, p)));
-                continue;
-            }
-            out.push(Self::Router(n));
-            if config.routing.has_expert_bias() {
-                out.push(Self::RouterBias(n));
-            }
-            if config.routing.noisy_gating {
-                out.push(Self::RouterNoise(n));
-            }
-            for x in 0..config.n_experts {
-                out.extend([GateUp, Down].map(|p| Self::Expert(n, x, p)));
-            }
-            if config.routing.n_shared_experts > 0 {
-                out.extend([GateUp, Down].map(|p| Self::SharedExpert(n, p)));
-                if config.routing.shared_expert_gate {
-                    out.push(Self::SharedExpertGate(n));
-                }
-            }
-        }
-        out.push(Self::FinalNorm);
-        if !config.tie_word_embeddings {
-            out.push(Self::LmHead);
-        }
-        out
-    }
-
+/// A parameter's names and layout in a Hub checkpoint (implemented for [`ParamId`]).
+pub trait HubKeys: Copy {
     /// How the checkpoint lays this parameter out.
-    pub fn layout(self) -> HubLayout {
+    fn layout(self) -> HubLayout;
+    /// The checkpoint key of the parameter, or of part `part` of a fused one.
+    fn key(self, part: usize) -> String;
+    /// Its checkpoint keys: one, or the parts of a fused parameter in order.
+    fn keys(self) -> Vec<String> {
+        match self.layout() {
+            HubLayout::FusedLinear => vec![self.key(0), self.key(1)],
+            _ => vec![self.key(0)],
+        }
+    }
+    /// The shape of one checkpoint tensor of this parameter in a model of shape `config`.
+    fn hub_shape(self, config: &MixtralConfig) -> Vec<usize>;
+}
+
+impl HubKeys for ParamId {
+    /// How the checkpoint lays this parameter out.
+    fn layout(self) -> HubLayout {
         match self {
             Self::Embedding
             | Self::InputNorm(_)
@@ -188,7 +88,7 @@ impl HubParam {
     }
 
     /// The checkpoint key of the parameter, or of part `part` of a fused one.
-    pub fn key(self, part: usize) -> String {
+    fn key(self, part: usize) -> String {
         let attn = |p| match p {
             AttentionProj::Q => "q_proj",
             AttentionProj::K => "k_proj",
@@ -224,43 +124,8 @@ impl HubParam {
         }
     }
 
-    /// Its checkpoint keys: one, or the parts of a fused parameter in order.
-    pub fn keys(self) -> Vec<String> {
-        match self.layout() {
-            HubLayout::FusedLinear => vec![self.key(0), self.key(1)],
-            _ => vec![self.key(0)],
-        }
-    }
-
-    /// The parameter's shape in this crate (Burn layout) for a model of shape `config`.
-    pub fn shape(self, config: &MixtralConfig) -> Vec<usize> {
-        let c = config;
-        let (d, f, e) = (c.d_model, c.d_ff, c.n_experts);
-        let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        match self {
-            Self::Embedding => vec![c.vocab_size, d],
-            Self::InputNorm(_) | Self::PostAttentionNorm(_) | Self::FinalNorm => vec![d],
-            Self::Attention(_, AttentionProj::Q) => vec![d, q],
-            Self::Attention(_, AttentionProj::K | AttentionProj::V) => vec![d, kv],
-            Self::Attention(_, AttentionProj::O) => vec![q, d],
-            Self::Router(_) | Self::RouterNoise(_) => vec![d, e],
-            Self::Expert(.., ExpertProj::GateUp) | Self::Mlp(_, ExpertProj::GateUp) => vec![d, 2 * f],
-            Self::Expert(.., ExpertProj::Down) | Self::Mlp(_, ExpertProj::Down) => vec![f, d],
-            Self::RouterBias(_) => vec![e],
-            Self::SharedExpert(_, p) => {
-                let s = c.routing.shared_width(f).unwrap_or(0);
-                match p {
-                    ExpertProj::GateUp => vec![d, 2 * s],
-                    ExpertProj::Down => vec![s, d],
-                }
-            }
-            Self::SharedExpertGate(_) => vec![d, 1],
-            Self::LmHead => vec![d, c.vocab_size],
-        }
-    }
-
     /// The shape of one checkpoint tensor of this parameter.
-    pub fn hub_shape(self, config: &MixtralConfig) -> Vec<usize> {
+    fn hub_shape(self, config: &MixtralConfig) -> Vec<usize> {
         let shape = self.shape(config);
         match self.layout() {
             HubLayout::AsIs => shape,
@@ -268,252 +133,89 @@ impl HubParam {
             HubLayout::FusedLinear => vec![shape[1] / 2, shape[0]],
         }
     }
-
-    /// The parameter (and, for a fused one, the part) a checkpoint key names.
-    pub fn parse(key: &str) -> Option<(HubParam, usize)> {
-        use AttentionProj::*;
-        use ExpertProj::*;
-        let parts: Vec<&str> = key.split('.').collect();
-        let param = match parts.as_slice() {
-            ["model", "embed_tokens", "weight"] => Self::Embedding,
-            ["model", "norm", "weight"] => Self::FinalNorm,
-            ["lm_head", "weight"] => Self::LmHead,
-            ["model", "layers", n, rest @ ..] => {
-                let n: usize = n.parse().ok()?;
-                match rest {
-                    ["input_layernorm", "weight"] => Self::InputNorm(n),
-                    ["post_attention_layernorm", "weight"] => Self::PostAttentionNorm(n),
-                    ["self_attn", proj, "weight"] => Self::Attention(
-                        n,
-                        match *proj {
-                            "q_proj" => Q,
-                            "k_proj" => K,
-                            "v_proj" => V,
-                            "o_proj" => O,
-                            _ => return None,
-                        },
-                    ),
-                    ["block_sparse_moe", "gate", "weight"] => Self::Router(n),
-                    ["block_sparse_moe", "gate", "e_score_correction_bias"] => Self::RouterBias(n),
-                    ["block_sparse_moe", "gate_noise", "weight"] => Self::RouterNoise(n),
-                    ["block_sparse_moe", "shared_expert_gate", "weight"] => Self::SharedExpertGate(n),
-                    ["mlp", proj, "weight"] => {
-                        let (proj, part) = match *proj {
-                            "gate_proj" => (GateUp, 0),
-                            "up_proj" => (GateUp, 1),
-                            "down_proj" => (Down, 0),
-                            _ => return None,
-                        };
-                        return Some((Self::Mlp(n, proj), part));
-                    }
-                    ["block_sparse_moe", "shared_experts", w, "weight"] => {
-                        let (proj, part) = match *w {
-                            "w1" => (GateUp, 0),
-                            "w3" => (GateUp, 1),
-                            "w2" => (Down, 0),
-                            _ => return None,
-                        };
-                        return Some((Self::SharedExpert(n, proj), part));
-                    }
-                    ["block_sparse_moe", "experts", x, w, "weight"] => {
-                        let x = x.parse().ok()?;
-                        let (proj, part) = match *w {
-                            "w1" => (GateUp, 0),
-                            "w3" => (GateUp, 1),
-                            "w2" => (Down, 0),
-                            _ => return None,
-                        };
-                        return Some((Self::Expert(n, x, proj), part));
-                    }
-                    _ => return None,
-                }
-            }
-            _ => return None,
-        };
-        Some((param, 0))
-    }
 }
 
-/// Selects the field of `$model` that a [`HubParam`] names, borrowed with `$($borrow)+`
-/// (`&` or `&mut`) and wrapped in `$wrap::Rank*`. Written once for both borrows, so the
-/// mapping exists in one place.
-macro_rules! select_param {
-    ($model:expr, $param:expr, $wrap:ident, $($borrow:tt)+) => {{
-        let model = $model;
-        let layer = match $param {
-            HubParam::InputNorm(n)
-            | HubParam::Attention(n, _)
-            | HubParam::PostAttentionNorm(n)
-            | HubParam::Router(n)
-            | HubParam::RouterBias(n)
-            | HubParam::RouterNoise(n)
-            | HubParam::SharedExpert(n, _)
-            | HubParam::SharedExpertGate(n)
-            | HubParam::Mlp(n, _)
-            | HubParam::Expert(n, ..) => Some(n),
-            _ => None,
-        };
-        let expert_missing = match $param {
-            HubParam::Expert(n, x, _) => {
-                model.layers.get(n).is_some_and(|l| l.moe().is_none_or(|moe| x >= moe.experts.ffns.len()))
-            }
-            _ => false,
-        };
-        if layer.is_some_and(|n| n >= model.layers.len()) || expert_missing {
-            None
-        } else {
-            match $param {
-                HubParam::Embedding => Some($wrap::Rank2($($borrow)+ model.embed_tokens.weight)),
-                HubParam::FinalNorm => Some($wrap::Rank1($($borrow)+ model.norm.weight)),
-                HubParam::LmHead => match $($borrow)+ model.lm_head {
-                    Some(head) => Some($wrap::Rank2($($borrow)+ head.weight)),
-                    None => None,
-                },
-                HubParam::InputNorm(n) => Some($wrap::Rank1($($borrow)+ model.layers[n].input_layernorm.weight)),
-                HubParam::PostAttentionNorm(n) => {
-                    Some($wrap::Rank1($($borrow)+ model.layers[n].post_attention_layernorm.weight))
-                }
-                HubParam::Attention(n, p) => {
-                    let attn = $($borrow)+ model.layers[n].self_attn;
-                    Some($wrap::Rank2(match p {
-                        AttentionProj::Q => $($borrow)+ attn.q_proj.weight,
-                        AttentionProj::K => $($borrow)+ attn.k_proj.weight,
-                        AttentionProj::V => $($borrow)+ attn.v_proj.weight,
-                        AttentionProj::O => $($borrow)+ attn.o_proj.weight,
-                    }))
-                }
-                HubParam::Mlp(n, p) => match $($borrow)+ model.layers[n].feed_forward {
-                    FeedForward::Dense(ffn) => Some($wrap::Rank2(match p {
-                        ExpertProj::GateUp => $($borrow)+ ffn.gate_up.weight,
-                        ExpertProj::Down => $($borrow)+ ffn.down.weight,
-                    })),
-                    FeedForward::Sparse(_) => None,
-                },
-                HubParam::Router(n)
-                | HubParam::Expert(n, ..)
-                | HubParam::RouterBias(n)
-                | HubParam::RouterNoise(n)
-                | HubParam::SharedExpert(n, _)
-                | HubParam::SharedExpertGate(n) => match $($borrow)+ model.layers[n].feed_forward {
-                    FeedForward::Dense(_) => None,
-                    FeedForward::Sparse(moe) => match $param {
-                        HubParam::Router(_) => Some($wrap::Rank2($($borrow)+ moe.router.gate.weight)),
-                        HubParam::Expert(_, x, p) => {
-                            let ffn = $($borrow)+ moe.experts.ffns[x];
-                            Some($wrap::Rank2(match p {
-                                ExpertProj::GateUp => $($borrow)+ ffn.gate_up.weight,
-                                ExpertProj::Down => $($borrow)+ ffn.down.weight,
-                            }))
-                        }
-                        HubParam::RouterBias(_) => match $($borrow)+ moe.router.bias {
-                            Some(bias) => Some($wrap::Rank1(bias)),
-                            None => None,
-                        },
-                        HubParam::RouterNoise(_) => match $($borrow)+ moe.router.noise {
-                            Some(noise) => Some($wrap::Rank2($($borrow)+ noise.weight)),
-                            None => None,
-                        },
-                        HubParam::SharedExpert(_, p) => match $($borrow)+ moe.shared {
-                            Some(shared) => Some($wrap::Rank2(match p {
-                                ExpertProj::GateUp => $($borrow)+ shared.ffn.gate_up.weight,
-                                ExpertProj::Down => $($borrow)+ shared.ffn.down.weight,
-                            })),
-                            None => None,
-                        },
-                        _ => match $($borrow)+ moe.shared {
-                            Some(shared) => match $($borrow)+ shared.gate {
-                                Some(gate) => Some($wrap::Rank2($($borrow)+ gate.weight)),
-                                None => None,
-                            },
-                            None => None,
-                        },
+/// The parameter (and, for a fused one, the part) a checkpoint key names.
+pub fn parse_hub_key(key: &str) -> Option<(ParamId, usize)> {
+    use AttentionProj::*;
+    use ExpertProj::*;
+    let parts: Vec<&str> = key.split('.').collect();
+    let param = match parts.as_slice() {
+        ["model", "embed_tokens", "weight"] => ParamId::Embedding,
+        ["model", "norm", "weight"] => ParamId::FinalNorm,
+        ["lm_head", "weight"] => ParamId::LmHead,
+        ["model", "layers", n, rest @ ..] => {
+            let n: usize = n.parse().ok()?;
+            match rest {
+                ["input_layernorm", "weight"] => ParamId::InputNorm(n),
+                ["post_attention_layernorm", "weight"] => ParamId::PostAttentionNorm(n),
+                ["self_attn", proj, "weight"] => ParamId::Attention(
+                    n,
+                    match *proj {
+                        "q_proj" => Q,
+                        "k_proj" => K,
+                        "v_proj" => V,
+                        "o_proj" => O,
+                        _ => return None,
                     },
-                },
+                ),
+                ["block_sparse_moe", "gate", "weight"] => ParamId::Router(n),
+                ["block_sparse_moe", "gate", "e_score_correction_bias"] => ParamId::RouterBias(n),
+                ["block_sparse_moe", "gate_noise", "weight"] => ParamId::RouterNoise(n),
+                ["block_sparse_moe", "shared_expert_gate", "weight"] => ParamId::SharedExpertGate(n),
+                ["mlp", proj, "weight"] => {
+                    let (proj, part) = match *proj {
+                        "gate_proj" => (GateUp, 0),
+                        "up_proj" => (GateUp, 1),
+                        "down_proj" => (Down, 0),
+                        _ => return None,
+                    };
+                    return Some((ParamId::Mlp(n, proj), part));
+                }
+                ["block_sparse_moe", "shared_experts", w, "weight"] => {
+                    let (proj, part) = match *w {
+                        "w1" => (GateUp, 0),
+                        "w3" => (GateUp, 1),
+                        "w2" => (Down, 0),
+                        _ => return None,
+                    };
+                    return Some((ParamId::SharedExpert(n, proj), part));
+                }
+                ["block_sparse_moe", "experts", x, w, "weight"] => {
+                    let x = x.parse().ok()?;
+                    let (proj, part) = match *w {
+                        "w1" => (GateUp, 0),
+                        "w3" => (GateUp, 1),
+                        "w2" => (Down, 0),
+                        _ => return None,
+                    };
+                    return Some((ParamId::Expert(n, x, proj), part));
+                }
+                _ => return None,
             }
         }
-    }};
+        _ => return None,
+    };
+    Some((param, 0))
 }
 
-impl<B: Backend> Mixtral<B> {
-    /// The parameter a [`HubParam`] names; `None` for the LM head of a tied model or a layer
-    /// the model does not have.
-    pub fn hub_param(&self, param: HubParam) -> Option<ParamRef<'_, B>> {
-        select_param!(self, param, ParamRef, &)
-    }
-
-    /// [`Self::hub_param`], mutably (to replace a parameter while loading).
-    pub fn hub_param_mut(&mut self, param: HubParam) -> Option<ParamMut<'_, B>> {
-        select_param!(self, param, ParamMut, &mut)
-    }
-
-    /// The projection whose weight `param` is (attention, expert, dense FFN, LM head); `None` for other
-    /// parameters and for layers or experts the model does not have.
-    pub fn projection_mut(&mut self, param: HubParam) -> Option<&mut Projection<B>> {
-        match param {
-            HubParam::Attention(n, p) => {
-                let attn = &mut self.layers.get_mut(n)?.self_attn;
-                Some(match p {
-                    AttentionProj::Q => &mut attn.q_proj,
-                    AttentionProj::K => &mut attn.k_proj,
-                    AttentionProj::V => &mut attn.v_proj,
-                    AttentionProj::O => &mut attn.o_proj,
-                })
-            }
-            HubParam::Mlp(n, p) => {
-                let ffn = self.layers.get_mut(n)?.feed_forward.mlp_mut()?;
-                Some(match p {
-                    ExpertProj::GateUp => &mut ffn.gate_up,
-                    ExpertProj::Down => &mut ffn.down,
-                })
-            }
-            HubParam::Expert(n, x, p) => {
-                let ffn = self.layers.get_mut(n)?.moe_mut()?.experts.ffns.get_mut(x)?;
-                Some(match p {
-                    ExpertProj::GateUp => &mut ffn.gate_up,
-                    ExpertProj::Down => &mut ffn.down,
-                })
-            }
-            HubParam::SharedExpert(n, p) => {
-                let ffn = &mut self.layers.get_mut(n)?.moe_mut()?.shared.as_mut()?.ffn;
-                Some(match p {
-                    ExpertProj::GateUp => &mut ffn.gate_up,
-                    ExpertProj::Down => &mut ffn.down,
-                })
-            }
-            HubParam::LmHead => self.lm_head.as_mut(),
-            _ => None,
+/// One checkpoint tensor of a parameter's value or gradient `t`, of layout `layout` (part
+/// `part` of a fused one), read from the device and laid out as the checkpoint stores it:
+/// `(shape, values)`.
+pub fn hub_tensor<B: Backend>(t: &AnyTensor<B>, layout: HubLayout, part: usize) -> (Vec<usize>, Vec<f32>) {
+    let host = |data: burn::tensor::TensorData| -> Vec<f32> { data.iter::<f32>().collect() };
+    match (t, layout) {
+        (AnyTensor::Rank1(t), _) => (t.dims().to_vec(), host(t.to_data())),
+        (AnyTensor::Rank2(t), HubLayout::AsIs) => (t.dims().to_vec(), host(t.to_data())),
+        (AnyTensor::Rank2(t), HubLayout::Linear) => {
+            let [d_in, d_out] = t.dims();
+            (vec![d_out, d_in], transpose(&host(t.to_data()), d_in, d_out))
         }
-    }
-}
-
-impl<B: Backend> ParamRef<'_, B> {
-    /// The parameter's current value.
-    pub fn value(&self) -> AnyTensor<B> {
-        match self {
-            Self::Rank1(p) => AnyTensor::Rank1(p.val()),
-            Self::Rank2(p) => AnyTensor::Rank2(p.val()),
-        }
-    }
-}
-
-impl<B: Backend> AnyTensor<B> {
-    /// One checkpoint tensor of a parameter of layout `layout` (part `part` of a fused one),
-    /// read from the device and laid out as the checkpoint stores it: `(shape, values)`.
-    pub fn to_hub(&self, layout: HubLayout, part: usize) -> (Vec<usize>, Vec<f32>) {
-        let host = |data: burn::tensor::TensorData| -> Vec<f32> { data.iter::<f32>().collect() };
-        match (self, layout) {
-            (Self::Rank1(t), _) => (t.dims().to_vec(), host(t.to_data())),
-            (Self::Rank2(t), HubLayout::AsIs) => (t.dims().to_vec(), host(t.to_data())),
-            (Self::Rank2(t), HubLayout::Linear) => {
-                let [d_in, d_out] = t.dims();
-                (vec![d_out, d_in], transpose(&host(t.to_data()), d_in, d_out))
-            }
-            (Self::Rank2(t), HubLayout::FusedLinear) => {
-                let [d_in, both] = t.dims();
-                let d_out = both / 2;
-                let one = t.clone().narrow(1, part * d_out, d_out);
-                (vec![d_out, d_in], transpose(&host(one.into_data()), d_in, d_out))
-            }
+        (AnyTensor::Rank2(t), HubLayout::FusedLinear) => {
+            let [d_in, both] = t.dims();
+            let d_out = both / 2;
+            let one = t.clone().narrow(1, part * d_out, d_out);
+            (vec![d_out, d_in], transpose(&host(one.into_data()), d_in, d_out))
         }
     }
 }
@@ -541,15 +243,15 @@ mod tests {
     #[test]
     fn every_key_parses_back_to_its_parameter() {
         let config = MixtralConfig::tiny();
-        let params = HubParam::all(&config);
+        let params = ParamId::all(&config);
         assert_eq!(params.len(), 1 + config.n_layers * (7 + 2 * config.n_experts) + 2);
         for p in params {
             for (x, key) in p.keys().iter().enumerate() {
-                assert_eq!(HubParam::parse(key), Some((p, x)), "{key}");
+                assert_eq!(parse_hub_key(key), Some((p, x)), "{key}");
             }
         }
-        assert_eq!(HubParam::parse("model.layers.0.block_sparse_moe.experts.1.w4.weight"), None);
-        assert_eq!(HubParam::parse("model.layers.x.input_layernorm.weight"), None);
+        assert_eq!(parse_hub_key("model.layers.0.block_sparse_moe.experts.1.w4.weight"), None);
+        assert_eq!(parse_hub_key("model.layers.x.input_layernorm.weight"), None);
     }
 
     #[test]

@@ -5,12 +5,13 @@ use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::hub_keys::{transpose, HubLayout, HubParam, ParamMut};
+use super::hub_keys::{transpose, HubKeys, HubLayout};
 use super::hub_weights::HostTensor;
 use super::{CheckpointTensors, HubWeights};
 use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
 use crate::model::Mixtral;
+use crate::model::{ParamId, ParamMut};
 use crate::nn::{Projection, TokenEmbedding};
 
 /// Loads a Hub-layout Mixtral folder (`config.json` + safetensors) onto `device`.
@@ -58,11 +59,11 @@ pub fn load_hub_weights<B: Backend>(
     let mut model = config.init::<B>(device);
     let mut l = Loader { weights, used: HashSet::new(), problems: Vec::new() };
     if config.tie_word_embeddings {
-        l.used.insert(HubParam::LmHead.key(0));
+        l.used.insert(ParamId::LmHead.key(0));
     }
-    for param in HubParam::all(config) {
+    for param in ParamId::all(config) {
         if let Some(matrix) = weights.quantized(param, config) {
-            if param == HubParam::Embedding {
+            if param == ParamId::Embedding {
                 model.embed_tokens = TokenEmbedding::quantized(matrix, device);
                 l.used.extend(param.keys());
                 continue;
@@ -78,7 +79,7 @@ pub fn load_hub_weights<B: Backend>(
         };
         let shape = param.shape(config);
         let data = TensorData::new(values, shape);
-        match model.hub_param_mut(param).expect("HubParam::all lists the model's own parameters") {
+        match model.param_mut(param).expect("ParamId::all lists the model's own parameters") {
             ParamMut::Rank1(p) => *p = Param::from_tensor(Tensor::from_data(data, device)),
             ParamMut::Rank2(p) => *p = Param::from_tensor(Tensor::from_data(data, device)),
         }
@@ -125,7 +126,7 @@ impl<W: CheckpointTensors> Loader<'_, W> {
 
     /// The values of `param` in this crate's layout; `None` (with the problems recorded) when
     /// any of its checkpoint tensors is missing or mis-shaped.
-    fn read_param(&mut self, param: HubParam, config: &MixtralConfig) -> Option<Vec<f32>> {
+    fn read_param(&mut self, param: ParamId, config: &MixtralConfig) -> Option<Vec<f32>> {
         let hub_shape = param.hub_shape(config);
         let [d_out, d_in] = [hub_shape[0], *hub_shape.last().expect("a shape")];
         let mut parts = Vec::new();

@@ -30,7 +30,7 @@ mod quantize_on_load;
 
 pub use checkpoint_tensors::CheckpointTensors;
 pub use export::{save_hub_checkpoint, WeightDtype};
-pub use hub_keys::HubParam;
+pub use hub_keys::{hub_tensor, parse_hub_key, HubKeys, HubLayout};
 pub use hub_weights::{HostTensor, HubWeights};
 pub use import::{load_hub_checkpoint, load_hub_weights};
 pub use quantize_on_load::QuantizeOnLoad;

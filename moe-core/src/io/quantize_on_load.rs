@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use super::hub_keys::HubParam;
-use super::{CheckpointTensors, HostTensor};
+use super::{CheckpointTensors, HostTensor, HubKeys};
 use crate::config::MixtralConfig;
 use crate::error::{MoeError, Result};
+use crate::model::ParamId;
 use crate::quant::{quantize, GgmlType, QuantMatrix, WRITABLE};
 
 /// [`CheckpointTensors`] whose attention, expert (or a dense model's FFN) and LM-head matrices
@@ -80,14 +80,14 @@ impl<W: CheckpointTensors> CheckpointTensors for QuantizeOnLoad<W> {
         self.inner.read_f32(name)
     }
 
-    fn quantized(&self, param: HubParam, config: &MixtralConfig) -> Option<QuantMatrix> {
+    fn quantized(&self, param: ParamId, config: &MixtralConfig) -> Option<QuantMatrix> {
         if let Some(blocks) = self.inner.quantized(param, config) {
             return Some(blocks);
         }
         let ty = match param {
             // A dense model's FFN is where an MoE's experts are: most of the weights.
-            HubParam::Expert(..) | HubParam::SharedExpert(..) | HubParam::Mlp(..) => self.experts,
-            HubParam::Attention(..) | HubParam::LmHead => self.dense?,
+            ParamId::Expert(..) | ParamId::SharedExpert(..) | ParamId::Mlp(..) => self.experts,
+            ParamId::Attention(..) | ParamId::LmHead => self.dense?,
             _ => return None,
         };
         let hub_shape = param.hub_shape(config); // [rows, cols] of each part

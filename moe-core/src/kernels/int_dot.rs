@@ -15,6 +15,10 @@
 //! values, Q6_K's scales cover 16 (half an activation block). llama.cpp rounds activations for
 //! the k-quants per 256 values (Q8_K); per 32 is finer, so no less accurate.
 
+// Without the x86 kernels `available` is false and nothing reaches the rest (the quantized
+// products take their portable path); it stays compiled for its tests.
+#![cfg_attr(not(x86_simd), allow(dead_code))]
+
 use crate::quant::GgmlType;
 
 /// Activations rounded to Q8_0: `q[m][k]` with one scale and one level sum per 32 values.
@@ -47,8 +51,8 @@ impl Q8Rows {
         let mut scales = Vec::with_capacity(m * k / 32);
         let mut sums = Vec::with_capacity(m * k / 32);
         for (x, q) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)) {
-            #[cfg(target_arch = "x86_64")]
-            if super::weights::has_avx2_fma_f16c() {
+            #[cfg(x86_simd)]
+            if super::isa::avx2() {
                 // SAFETY: the CPU has AVX2 (checked); both blocks hold 32 values.
                 let (d, sum) = unsafe { x86::quantize_block(x, q) };
                 scales.push(d);
@@ -77,9 +81,9 @@ impl Q8Rows {
 
 /// Whether rows of `ty` have an integer dot product on this CPU.
 pub(super) fn available(ty: GgmlType) -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(x86_simd)]
     if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K) {
-        return super::weights::has_avx2_fma_f16c();
+        return super::isa::avx2();
     }
     let _ = ty;
     false
@@ -92,7 +96,7 @@ pub(super) fn available(ty: GgmlType) -> bool {
 pub(super) fn int_dot(ty: GgmlType, blocks: &[u8], x: Q8Row<'_>) -> f32 {
     let values = blocks.len() / ty.type_size() * ty.block_size();
     assert!(available(ty) && values == x.q.len(), "no integer dot for {ty} rows of {} values", x.q.len());
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(x86_simd)]
     {
         // SAFETY: `available` checked AVX2, FMA and F16C and the type; the lengths agree.
         unsafe {
@@ -104,11 +108,11 @@ pub(super) fn int_dot(ty: GgmlType, blocks: &[u8], x: Q8Row<'_>) -> f32 {
             }
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(x86_simd))]
     unreachable!("no integer dot products off x86")
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_simd)]
 mod x86 {
     use std::arch::x86_64::*;
 
@@ -119,38 +123,44 @@ mod x86 {
     /// One block of 32 activations to Q8_0 levels, as the portable loop does (the same scale,
     /// `round` half away from zero), 8 values per instruction: `(scale, Σ levels)`. (Rounding
     /// was a `roundf` call per value, 2-4% of a Q8_0 prompt in the profile.)
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-        assert!(x.len() == 32 && q.len() == 32);
-        let p = x.as_ptr();
-        let v = [0, 8, 16, 24].map(|i| _mm256_loadu_ps(p.add(i)));
-        let sign = _mm256_set1_ps(-0.0);
-        let abs = |v: __m256| _mm256_andnot_ps(sign, v);
-        let max = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
-        let max = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps(max, 1));
-        let max = _mm_max_ps(max, _mm_movehl_ps(max, max));
-        let amax = _mm_cvtss_f32(_mm_max_ss(max, _mm_shuffle_ps(max, max, 1)));
-        let d = amax / 127.0;
-        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-        // Half away from zero: add the largest float below 0.5 with the value's sign, then
-        // truncate (0.5 itself would carry 0.49999997 up to 1).
-        let half = _mm256_set1_ps(0.49999997);
-        let level = |v: __m256| {
-            let scaled = _mm256_mul_ps(v, id);
-            let nudged = _mm256_add_ps(scaled, _mm256_or_ps(half, _mm256_and_ps(scaled, sign)));
-            _mm256_cvttps_epi32(nudged)
-        };
-        let ints = v.map(level);
-        let total = _mm256_add_epi32(_mm256_add_epi32(ints[0], ints[1]), _mm256_add_epi32(ints[2], ints[3]));
-        let total = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
-        let total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0b01_00_11_10));
-        let total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0b10_11_00_01));
-        // 32 -> 16 -> 8 bits; the packs interleave 128-bit halves, which the permute undoes.
-        let words = [_mm256_packs_epi32(ints[0], ints[1]), _mm256_packs_epi32(ints[2], ints[3])];
-        let bytes = _mm256_packs_epi16(words[0], words[1]);
-        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256(q.as_mut_ptr().cast(), bytes);
-        (d, _mm_cvtsi128_si32(total))
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            assert!(x.len() == 32 && q.len() == 32);
+            let p = x.as_ptr();
+            let v = [0, 8, 16, 24].map(|i| _mm256_loadu_ps(p.add(i)));
+            let sign = _mm256_set1_ps(-0.0);
+            let abs = |v: __m256| _mm256_andnot_ps(sign, v);
+            let max = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+            let max = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps(max, 1));
+            let max = _mm_max_ps(max, _mm_movehl_ps(max, max));
+            let amax = _mm_cvtss_f32(_mm_max_ss(max, _mm_shuffle_ps(max, max, 1)));
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            // Half away from zero: add the largest float below 0.5 with the value's sign, then
+            // truncate (0.5 itself would carry 0.49999997 up to 1).
+            let half = _mm256_set1_ps(0.49999997);
+            let level = |v: __m256| {
+                let scaled = _mm256_mul_ps(v, id);
+                let nudged = _mm256_add_ps(scaled, _mm256_or_ps(half, _mm256_and_ps(scaled, sign)));
+                _mm256_cvttps_epi32(nudged)
+            };
+            let ints = v.map(level);
+            let total = _mm256_add_epi32(_mm256_add_epi32(ints[0], ints[1]), _mm256_add_epi32(ints[2], ints[3]));
+            let total = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+            let total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0b01_00_11_10));
+            let total = _mm_add_epi32(total, _mm_shuffle_epi32(total, 0b10_11_00_01));
+            // 32 -> 16 -> 8 bits; the packs interleave 128-bit halves, which the permute undoes.
+            let words = [_mm256_packs_epi32(ints[0], ints[1]), _mm256_packs_epi32(ints[2], ints[3])];
+            let bytes = _mm256_packs_epi16(words[0], words[1]);
+            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), bytes);
+            (d, _mm_cvtsi128_si32(total))
+        }
     }
 
     /// The f16 at `p` in all 8 lanes, by the F16C instruction. (`half`'s conversion checks the
@@ -158,144 +168,185 @@ mod x86 {
     /// the 16 bits into a vector register with `_mm_cvtsi32_si128` compiled to an insert into
     /// whatever register was free, often an accumulator, which chained every block's scale to
     /// the previous block's sum. A broadcast load depends on nothing.)
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C; `p` points at 16 readable bytes (8 f16 values).
     #[inline(always)]
     unsafe fn f16x8_at(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned()))
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe { _mm256_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned())) }
     }
 
     /// The f16 at `p` as f32 (see [`f16x8_at`]).
+    ///
+    /// # Safety
+    /// `p` points at 2 readable bytes (an f16 value).
     #[inline(always)]
     unsafe fn f16_at(p: *const u8) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned())))
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned()))) }
     }
 
     /// `Σ_j w[j] · x[j]` over 32 signed byte pairs, in eight 32-bit lanes. `maddubs` multiplies
     /// unsigned by signed bytes, so the weights' signs move onto the activations first.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
     #[inline(always)]
     unsafe fn dot32(w: __m256i, x: __m256i) -> __m256i {
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        }
     }
 
     /// Q4_0's 16 bytes of nibbles as 32 signed levels: low nibbles are values 0..16, high ones
     /// 16..32, both minus 8.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `p` points at 16 readable bytes.
     #[inline(always)]
     unsafe fn q4_0_levels(p: *const u8) -> __m256i {
-        let packed = _mm_loadu_si128(p.cast());
-        let mask = _mm_set1_epi8(0x0F);
-        let (lo, hi) = (_mm_and_si128(packed, mask), _mm_and_si128(_mm_srli_epi16(packed, 4), mask));
-        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let packed = _mm_loadu_si128(p.cast());
+            let mask = _mm_set1_epi8(0x0F);
+            let (lo, hi) = (_mm_and_si128(packed, mask), _mm_and_si128(_mm_srli_epi16(packed, 4), mask));
+            _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+        }
     }
 
     /// Q4_0 or Q8_0 blocks (`d: f16`, then the levels): `Σ_b d_w · d_x · Σ_j q_w · q_x`. Two
     /// blocks per step into two accumulators, so consecutive blocks' multiply-adds do not wait
     /// on each other.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `blocks` are whole blocks of Q4_0 (Q8_0 if `Q8`), as many
+    /// values as `x` has.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4_0_q8_0<const Q8: bool>(blocks: &[u8], x: Q8Row<'_>) -> f32 {
-        let size = if Q8 { GgmlType::Q8_0 } else { GgmlType::Q4_0 }.type_size();
-        let n = blocks.len() / size;
-        let (p, q, dx) = (blocks.as_ptr(), x.q.as_ptr(), x.scales.as_ptr());
-        let block = |b: usize| {
-            let at = p.add(b * size);
-            let w = if Q8 { _mm256_loadu_si256(at.add(2).cast()) } else { q4_0_levels(at.add(2)) };
-            let sums = _mm256_cvtepi32_ps(dot32(w, _mm256_loadu_si256(q.add(32 * b).cast())));
-            (_mm256_mul_ps(f16x8_at(at), _mm256_set1_ps(*dx.add(b))), sums)
-        };
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut b = 0;
-        while b + 2 <= n {
-            prefetch_next(blocks, b * size, 2 * size);
-            let (d0, s0) = block(b);
-            let (d1, s1) = block(b + 1);
-            acc0 = _mm256_fmadd_ps(d0, s0, acc0);
-            acc1 = _mm256_fmadd_ps(d1, s1, acc1);
-            b += 2;
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let size = if Q8 { GgmlType::Q8_0 } else { GgmlType::Q4_0 }.type_size();
+            let n = blocks.len() / size;
+            let (p, q, dx) = (blocks.as_ptr(), x.q.as_ptr(), x.scales.as_ptr());
+            let block = |b: usize| {
+                let at = p.add(b * size);
+                let w = if Q8 { _mm256_loadu_si256(at.add(2).cast()) } else { q4_0_levels(at.add(2)) };
+                let sums = _mm256_cvtepi32_ps(dot32(w, _mm256_loadu_si256(q.add(32 * b).cast())));
+                (_mm256_mul_ps(f16x8_at(at), _mm256_set1_ps(*dx.add(b))), sums)
+            };
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut b = 0;
+            while b + 2 <= n {
+                prefetch_next(blocks, b * size, 2 * size);
+                let (d0, s0) = block(b);
+                let (d1, s1) = block(b + 1);
+                acc0 = _mm256_fmadd_ps(d0, s0, acc0);
+                acc1 = _mm256_fmadd_ps(d1, s1, acc1);
+                b += 2;
+            }
+            if b < n {
+                let (d0, s0) = block(b);
+                acc0 = _mm256_fmadd_ps(d0, s0, acc0);
+            }
+            hsum(_mm256_add_ps(acc0, acc1))
         }
-        if b < n {
-            let (d0, s0) = block(b);
-            acc0 = _mm256_fmadd_ps(d0, s0, acc0);
-        }
-        hsum(_mm256_add_ps(acc0, acc1))
     }
 
     /// Q4_K super-blocks (`d, dmin: f16, scales: [u8; 12], qs: [u8; 128]`): sub-block `j` of 32
     /// values is `d·sc_j·q - dmin·m_j`, so its dot with an activation block is
     /// `d_x·(d·sc_j·Σ q·q_x - dmin·m_j·Σ q_x)`; the level sums `Σ q_x` were kept with the
     /// activations.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `blocks` are whole Q4_K super-blocks, as many values as `x`
+    /// has.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4_k(blocks: &[u8], x: Q8Row<'_>) -> f32 {
-        let mask = _mm256_set1_epi8(0x0F);
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let mut mins = 0.0f32;
-        for (i, b) in blocks.chunks_exact(144).enumerate() {
-            prefetch_next(blocks, i * 144, 144);
-            let (d, dmin) = (f16_at(b.as_ptr()), f16_at(b.as_ptr().add(2)));
-            let scales = &b[4..16];
-            for pair in 0..4 {
-                let packed = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * pair).cast());
-                let levels = [_mm256_and_si256(packed, mask), _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask)];
-                for (h, levels) in levels.into_iter().enumerate() {
-                    let j = 2 * pair + h;
-                    let xb = i * 8 + j;
-                    let (sc, m) = crate::quant::scale_min_k4(j, scales);
-                    // The levels are 0..16: `maddubs` takes them as they are.
-                    let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * xb).cast());
-                    let pairs = _mm256_maddubs_epi16(levels, xq);
-                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-                    let dx = x.scales[xb];
-                    acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * dx), sums, acc[h]);
-                    mins += dmin * m as f32 * dx * x.sums[xb] as f32;
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            let mut mins = 0.0f32;
+            for (i, b) in blocks.chunks_exact(144).enumerate() {
+                prefetch_next(blocks, i * 144, 144);
+                let (d, dmin) = (f16_at(b.as_ptr()), f16_at(b.as_ptr().add(2)));
+                let scales = &b[4..16];
+                for pair in 0..4 {
+                    let packed = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * pair).cast());
+                    let levels = [_mm256_and_si256(packed, mask), _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask)];
+                    for (h, levels) in levels.into_iter().enumerate() {
+                        let j = 2 * pair + h;
+                        let xb = i * 8 + j;
+                        let (sc, m) = crate::quant::scale_min_k4(j, scales);
+                        // The levels are 0..16: `maddubs` takes them as they are.
+                        let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * xb).cast());
+                        let pairs = _mm256_maddubs_epi16(levels, xq);
+                        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+                        let dx = x.scales[xb];
+                        acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * dx), sums, acc[h]);
+                        mins += dmin * m as f32 * dx * x.sums[xb] as f32;
+                    }
                 }
             }
+            hsum(_mm256_add_ps(acc[0], acc[1])) - mins
         }
-        hsum(_mm256_add_ps(acc[0], acc[1])) - mins
     }
 
     /// Q6_K super-blocks (`ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`): each half of
     /// 128 values holds four groups of 32 (an activation block each), whose levels are 4 low
     /// bits from `ql` and 2 high bits from `qh`, minus 32; each 16 values have a signed scale.
     /// `madd` with the two scales of a group weighs its halves' pair sums in one step.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `blocks` are whole Q6_K super-blocks, as many values as `x`
+    /// has.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q6_k(blocks: &[u8], x: Q8Row<'_>) -> f32 {
-        let (m4, m2, off) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (i, b) in blocks.chunks_exact(210).enumerate() {
-            prefetch_next(blocks, i * 210, 210);
-            let d = f16_at(b.as_ptr().add(208));
-            for half in 0..2 {
-                let ql = b.as_ptr().add(64 * half);
-                let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * half).cast());
-                let sc = b.as_ptr().add(192 + 8 * half).cast::<i8>();
-                let (lo, hi) = (_mm256_loadu_si256(ql.cast()), _mm256_loadu_si256(ql.add(32).cast()));
-                let high = |shift: i32| {
-                    let bits = match shift {
-                        0 => qh,
-                        2 => _mm256_srli_epi16(qh, 2),
-                        4 => _mm256_srli_epi16(qh, 4),
-                        _ => _mm256_srli_epi16(qh, 6),
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let (m4, m2, off) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for (i, b) in blocks.chunks_exact(210).enumerate() {
+                prefetch_next(blocks, i * 210, 210);
+                let d = f16_at(b.as_ptr().add(208));
+                for half in 0..2 {
+                    let ql = b.as_ptr().add(64 * half);
+                    let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * half).cast());
+                    let sc = b.as_ptr().add(192 + 8 * half).cast::<i8>();
+                    let (lo, hi) = (_mm256_loadu_si256(ql.cast()), _mm256_loadu_si256(ql.add(32).cast()));
+                    let high = |shift: i32| {
+                        let bits = match shift {
+                            0 => qh,
+                            2 => _mm256_srli_epi16(qh, 2),
+                            4 => _mm256_srli_epi16(qh, 4),
+                            _ => _mm256_srli_epi16(qh, 6),
+                        };
+                        _mm256_slli_epi16(_mm256_and_si256(bits, m2), 4)
                     };
-                    _mm256_slli_epi16(_mm256_and_si256(bits, m2), 4)
-                };
-                let groups = [
-                    _mm256_or_si256(_mm256_and_si256(lo, m4), high(0)),
-                    _mm256_or_si256(_mm256_and_si256(hi, m4), high(2)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo, 4), m4), high(4)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(hi, 4), m4), high(6)),
-                ];
-                for (g, levels) in groups.into_iter().enumerate() {
-                    let xb = i * 8 + half * 4 + g;
-                    let w = _mm256_sub_epi8(levels, off);
-                    let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * xb).cast());
-                    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w));
-                    // Lanes 0..8 of `pairs` are values 0..16 of the group, lanes 8..16 values 16..32.
-                    let (s0, s1) = (*sc.add(2 * g) as i16, *sc.add(2 * g + 1) as i16);
-                    let scale = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, scale));
-                    acc[g & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.scales[xb]), sums, acc[g & 1]);
+                    let groups = [
+                        _mm256_or_si256(_mm256_and_si256(lo, m4), high(0)),
+                        _mm256_or_si256(_mm256_and_si256(hi, m4), high(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo, 4), m4), high(4)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(hi, 4), m4), high(6)),
+                    ];
+                    for (g, levels) in groups.into_iter().enumerate() {
+                        let xb = i * 8 + half * 4 + g;
+                        let w = _mm256_sub_epi8(levels, off);
+                        let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * xb).cast());
+                        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w));
+                        // Lanes 0..8 of `pairs` are values 0..16 of the group, lanes 8..16 values 16..32.
+                        let (s0, s1) = (*sc.add(2 * g) as i16, *sc.add(2 * g + 1) as i16);
+                        let scale = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, scale));
+                        acc[g & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.scales[xb]), sums, acc[g & 1]);
+                    }
                 }
             }
+            hsum(_mm256_add_ps(acc[0], acc[1]))
         }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
     }
 }
 

@@ -1,6 +1,14 @@
 //! Hand-written CPU kernels for the products Burn's CPU backends run slowly, and the functions
 //! the modules call so that any backend can use them.
 //!
+//! One seam: each op the modules call here ([`matmul_weight`], [`swiglu`], [`rms_norm`],
+//! [`rope`], [`combine`], [`write_along`], [`contiguous`], [`packed_linear`],
+//! [`quantized_linear`]) is the whole op. On burn-flex without autodiff it runs this crate's
+//! kernel where one applies (`flex/` reaches the storage); everywhere else, and where no kernel
+//! applies, it runs Burn's ops, written out beside the dispatch. Modules never fall back
+//! themselves, so the plain version of every op is in this file. Which instructions the kernels
+//! use is chosen once, in [`isa`].
+//!
 //! [`matmul_weight`] is `x.matmul(w)` for activations times a weight matrix. On burn-flex
 //! without autodiff (inference) it runs [`skinny_matmul`] for up to [`SKINNY_ROWS`] rows of
 //! activations (decoding: read the weights once, on every core) and [`blocked_matmul`] for up to
@@ -17,20 +25,23 @@ mod blocked;
 #[cfg(feature = "flex")]
 mod flex;
 mod int_dot;
+pub mod isa;
 mod packed;
 mod quantized;
 mod rms_norm;
 mod rope;
+#[cfg(x86_simd)]
 mod rows_x8;
 mod skinny;
 mod swiglu;
 #[cfg(test)]
 mod test_support;
+mod tiles;
 mod weights;
 
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{FloatDType, IndexingUpdateOp, Int, Tensor};
 
 use crate::quant::QuantMatrix;
 
@@ -48,7 +59,7 @@ pub const SKINNY_ROWS: usize = 8;
 /// Up to this many rows take the register-blocked [`blocked_matmul`]; more rows are
 /// matrix-matrix work, where `gemm`'s packing pays for itself. (At about 128 rows per expert,
 /// `moe-bench moe-layer --tokens 512`, the kernel measured 5-20% faster than `gemm` once its
-/// packing prefetched; BENCHMARKS.md.)
+/// packing prefetched; docs/benchmarks-history.md.)
 pub const BLOCKED_ROWS: usize = 128;
 
 /// `x @ w`, where `w` is one weight matrix: a `[K, N]` parameter or a `[1, K, N]` slice of a
@@ -111,44 +122,62 @@ pub enum RopePositions {
     PerRow,
 }
 
-/// Rotary position embedding by [`rope_rows`] on burn-flex without autodiff; `Err(x)` (for the
-/// caller's Burn ops) elsewhere.
+/// Rotary position embedding in transformers' rotate-half convention, `x * cos +
+/// rotate_half(x) * sin`: by [`rope_rows`] on burn-flex without autodiff, Burn's ops elsewhere.
 ///
 /// # Shapes
 /// - `x`: `[B, S, N, Dh]`, `cos`/`sin`: `[S, Dh]` ([`RopePositions::Shared`]) or `[B*S, Dh]`
-///   ([`RopePositions::PerRow`]) f32 -> `[B, S, N, Dh]`
+///   ([`RopePositions::PerRow`]) -> `[B, S, N, Dh]`
 pub fn rope<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
     positions: RopePositions,
-) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    return flex::rope(x, cos, sin, positions);
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (cos, sin, positions);
-        Err(x)
-    }
+    let x = match flex::rope(x, cos, sin, positions) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    let [b, s, _, dh] = x.dims();
+    let dtype = x.dtype();
+    let batch = match positions {
+        RopePositions::Shared => 1,
+        RopePositions::PerRow => b,
+    };
+    let cos = cos.clone().cast(dtype).reshape([batch, s, 1, dh]);
+    let sin = sin.clone().cast(dtype).reshape([batch, s, 1, dh]);
+    x.clone() * cos + rotate_half(x) * sin
 }
 
-/// RMSNorm (transformers' `MixtralRMSNorm`) by [`rms_norm_rows`] on burn-flex without autodiff;
-/// `Err(x)` (for the caller's Burn ops) elsewhere.
+/// `[x1, x2] -> [-x2, x1]` on the last dimension.
+fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dh = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, dh / 2);
+    let x2 = x.narrow(3, dh / 2, dh / 2);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+/// RMSNorm as transformers' `MixtralRMSNorm` computes it: normalised in f32, cast back to `x`'s
+/// dtype, then scaled by `weight`. By [`rms_norm_rows`] on burn-flex without autodiff, Burn's
+/// ops elsewhere.
 ///
 /// # Shapes
 /// - `x`: `[..., D]`, `weight`: `[D]` of `x`'s dtype -> `[..., D]`
-pub fn rms_norm<B: Backend, const N: usize>(
-    x: Tensor<B, N>,
-    weight: &Tensor<B, 1>,
-    eps: f64,
-) -> Result<Tensor<B, N>, Tensor<B, N>> {
+pub fn rms_norm<B: Backend, const N: usize>(x: Tensor<B, N>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, N> {
     #[cfg(feature = "flex")]
-    return flex::rms_norm(x, weight, eps);
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (weight, eps);
-        Err(x)
-    }
+    let x = match flex::rms_norm(x, weight, eps) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
+    let variance = x.clone().square().mean_dim(N - 1);
+    // `powf(-0.5)`, not `recip` or a division: burn-ndarray 0.21's `recip` is an approximate
+    // SIMD reciprocal (5e-5 relative error, enough to move logits by 1e-4), and autodiff's
+    // backward of a division calls `recip` too. `powf` is exact both ways.
+    let normed = x * variance.add_scalar(eps).powf_scalar(-0.5);
+    normed.cast(dtype) * weight.clone().unsqueeze::<N>()
 }
 
 /// SwiGLU's activation `silu(gate) * up` on the output of a fused `[.., 2F]` gate/up product
@@ -203,12 +232,17 @@ pub fn combine<B: Backend>(
     Tensor::zeros([tokens, d], &y.device()).select_assign(0, token_index, y, IndexingUpdateOp::Add)
 }
 
-/// `w` laid out for [`packed_linear`] when `B` is burn-flex without autodiff and `w` a
-/// contiguous f32/f16/bf16 matrix; `None` elsewhere (the caller keeps `w`).
+/// `w` laid out for [`packed_linear`] when `B` is burn-flex without autodiff, `w` a contiguous
+/// f32/f16/bf16 matrix and the CPU runs the x86 kernels that read the layout; `None` elsewhere
+/// (the caller keeps `w`). On other CPUs a packed weight would only reach
+/// [`packed_matmul`]'s plain-Rust loop, where `gemm`'s kernels multiply the unpacked one faster.
 ///
 /// # Shapes
 /// - `w`: `[K, N]`
 pub fn pack_weight<B: Backend>(w: &Tensor<B, 2>) -> Option<PackedWeights> {
+    if !isa::has(isa::Isa::Avx2) {
+        return None;
+    }
     #[cfg(feature = "flex")]
     return flex::pack_weight(w);
     #[cfg(not(feature = "flex"))]
@@ -218,36 +252,44 @@ pub fn pack_weight<B: Backend>(w: &Tensor<B, 2>) -> Option<PackedWeights> {
     }
 }
 
-/// `x @ W` with `W` laid out by [`pack_weight`], by [`packed_matmul`] in `x`'s dtype, on
-/// burn-flex without autodiff; `Err(x)` elsewhere (the caller then multiplies with the
-/// weight's values).
+/// `x @ W` with `W` laid out by [`pack_weight`]: by [`packed_matmul`] in `x`'s dtype on burn-flex
+/// without autodiff; elsewhere [`matmul_weight`] with `weight()`, `W`'s values as a `[K, N]`
+/// tensor (asked for only there).
 ///
 /// # Shapes
 /// - `x`: `[M, K]` -> `[M, N]`
-pub fn packed_linear<B: Backend>(x: Tensor<B, 2>, w: &PackedWeights) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+pub fn packed_linear<B: Backend>(
+    x: Tensor<B, 2>,
+    w: &PackedWeights,
+    weight: impl FnOnce() -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
     #[cfg(feature = "flex")]
-    return flex::packed_linear(x, w);
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = w;
-        Err(x)
-    }
+    let x = match flex::packed_linear(x, w) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    let _ = w;
+    matmul_weight(x, weight())
 }
 
-/// `x @ Wᵀ` with `W` a matrix of quantized rows (`[N, K]`), read in its blocks, on burn-flex
-/// without autodiff; `Err(x)` elsewhere (the caller then multiplies with the dequantized
-/// weight).
+/// `x @ Wᵀ` with `W` a matrix of quantized rows (`[N, K]`): read in its blocks on burn-flex
+/// without autodiff; elsewhere [`matmul_weight`] with `weight()`, the dequantized `Wᵀ` as a
+/// `[K, N]` tensor (asked for only there).
 ///
 /// # Shapes
 /// - `x`: `[M, K]` -> `[M, N]`
-pub fn quantized_linear<B: Backend>(x: Tensor<B, 2>, w: &QuantMatrix) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+pub fn quantized_linear<B: Backend>(
+    x: Tensor<B, 2>,
+    w: &QuantMatrix,
+    weight: impl FnOnce() -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
     #[cfg(feature = "flex")]
-    return flex::quantized_linear(x, w);
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = w;
-        Err(x)
-    }
+    let x = match flex::quantized_linear(x, w) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    let _ = w;
+    matmul_weight(x, weight())
 }
 
 #[cfg(test)]
@@ -303,13 +345,18 @@ mod tests {
 
     /// A projection packed for the CPU kernels: the same products at decoding and prompt
     /// lengths, in f32 and f16, and a weight that unpacks lazily to the original (same id,
-    /// dtype, values). Under autodiff nothing is packed.
+    /// dtype, values). Under autodiff, and on CPUs without the x86 kernels, nothing is packed.
     #[cfg(feature = "flex")]
     #[test]
     fn packed_projections_compute_the_same_products() {
         use burn::tensor::FloatDType;
         type Flex = crate::backend::Flex;
         let device = Default::default();
+        if !isa::has(isa::Isa::Avx2) {
+            let mut layer: crate::nn::Projection<Flex> = LinearConfig::new(40, 70).init(&device).into();
+            assert!(!layer.pack_for_cpu(), "no kernel reads the layout: the weight stays for gemm");
+            return;
+        }
         for dtype in [FloatDType::F32, FloatDType::F16] {
             let mut layer: crate::nn::Projection<Flex> = LinearConfig::new(40, 70).with_bias(true).init(&device).into();
             layer.weight = layer.weight.map(|w| w.cast(dtype));

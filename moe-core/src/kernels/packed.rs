@@ -5,7 +5,7 @@
 //! Why: [`super::blocked_matmul`] reads a `[K, N]` matrix 16 to 128 columns at a time, each of
 //! those rows on another 4 KB page, so every product first copies ("packs") panels of it into a
 //! contiguous buffer. On a 128-token prefill of the 8x7B shape in f16 that copy was 28% of the
-//! kernels' time (`perf`, session 16). Laid out this way when an inference model is loaded
+//! kernels' time (`perf`, 2026-11-24, Zen 3). Laid out this way when an inference model is loaded
 //! ([`crate::model::Mixtral::pack_for_cpu`]), every tile the kernel needs is already
 //! contiguous and is read in place: `[32, 4096] x [4096, 28672]` f16 went from 112-125 to
 //! 144-151 GFLOP/s in a side harness. The layout costs no memory (it replaces the `[K, N]`
@@ -24,9 +24,8 @@ use burn::tensor::TensorData;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::blocked::TILE;
+use super::tiles::TILE;
 use super::weights::Weights;
-use super::SKINNY_ROWS;
 
 /// A `[K, N]` weight matrix in strips of [`TILE`] columns (see the module docs); cheap to clone.
 #[derive(Clone)]
@@ -127,8 +126,8 @@ pub fn packed_matmul(x: &[f32], w: &PackedWeights, m: usize) -> Vec<f32> {
     if m == 0 || n == 0 || k == 0 {
         return vec![0.0; m * n];
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::weights::has_avx2_fma_f16c() {
+    #[cfg(x86_simd)]
+    if super::isa::avx2() {
         return match &*w.strips {
             Strips::F32(s) => x86::matmul(x, s, m, k, n),
             Strips::F16(s) => x86::matmul(x, s, m, k, n),
@@ -159,18 +158,21 @@ fn portable<E: Copy>(x: &[f32], strips: &[E], m: usize, k: usize, n: usize, wide
 }
 
 /// Below this many weights (`K * N`) the product runs on the calling thread.
+#[cfg(x86_simd)]
 const PARALLEL_WEIGHTS: usize = 1 << 16;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_simd)]
 mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
     use rayon::prelude::*;
 
-    use super::super::blocked::{pack_rows, tile, tile_pair, RowBlocks, DEPTH, ROWS, TILE};
-    use super::super::weights::{has_avx512, Load};
-    use super::{PARALLEL_WEIGHTS, SKINNY_ROWS};
+    use super::super::isa::avx512;
+    use super::super::tiles::{pack_rows, tile, tile_pair, RowBlocks, DEPTH, ROWS, TILE};
+    use super::super::weights::Load;
+    use super::super::SKINNY_ROWS;
+    use super::PARALLEL_WEIGHTS;
 
     /// Strips per decoding task.
     const DECODE_STRIPS: usize = 16;
@@ -226,41 +228,54 @@ mod x86 {
     }
 
     /// `out` (`[S, M, TILE]`, zeros) = `x · w` for the `S <= STREAMS` strips `w`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `out` is `[S, M, TILE]` for `S <= STREAMS` strips, `w` holds
+    /// those `S` strips of `k * TILE` weights and `x` is `[M, K]`.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn streams<W: Load>(x: &[f32], w: &[W], m: usize, k: usize, out: &mut [f32]) {
-        match out.len() / (m * TILE) {
-            1 => streams_of::<1, W>(x, w, m, k, out),
-            2 => streams_of::<2, W>(x, w, m, k, out),
-            3 => streams_of::<3, W>(x, w, m, k, out),
-            _ => streams_of::<STREAMS, W>(x, w, m, k, out),
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            match out.len() / (m * TILE) {
+                1 => streams_of::<1, W>(x, w, m, k, out),
+                2 => streams_of::<2, W>(x, w, m, k, out),
+                3 => streams_of::<3, W>(x, w, m, k, out),
+                _ => streams_of::<STREAMS, W>(x, w, m, k, out),
+            }
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `out` is `[S, M, TILE]`, `w` holds `S` strips of `k * TILE`
+    /// weights and `x` is `[M, K]`.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn streams_of<const S: usize, W: Load>(x: &[f32], w: &[W], m: usize, k: usize, out: &mut [f32]) {
-        let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
-        let strip = k * TILE;
-        for k0 in (0..k).step_by(CHUNK) {
-            let k1 = (k0 + CHUNK).min(k);
-            for r in 0..m {
-                let o = op.add(r * TILE);
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for s in 0..S {
-                    acc[2 * s] = _mm256_loadu_ps(o.add(s * m * TILE));
-                    acc[2 * s + 1] = _mm256_loadu_ps(o.add(s * m * TILE + 8));
-                }
-                let xr = x.as_ptr().add(r * k);
-                for kk in k0..k1 {
-                    let a = _mm256_broadcast_ss(&*xr.add(kk));
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
+            let strip = k * TILE;
+            for k0 in (0..k).step_by(CHUNK) {
+                let k1 = (k0 + CHUNK).min(k);
+                for r in 0..m {
+                    let o = op.add(r * TILE);
+                    let mut acc = [_mm256_setzero_ps(); 8];
                     for s in 0..S {
-                        let p = wp.add(s * strip + kk * TILE);
-                        acc[2 * s] = _mm256_fmadd_ps(a, W::load8(p), acc[2 * s]);
-                        acc[2 * s + 1] = _mm256_fmadd_ps(a, W::load8(p.add(8)), acc[2 * s + 1]);
+                        acc[2 * s] = _mm256_loadu_ps(o.add(s * m * TILE));
+                        acc[2 * s + 1] = _mm256_loadu_ps(o.add(s * m * TILE + 8));
                     }
-                }
-                for s in 0..S {
-                    _mm256_storeu_ps(o.add(s * m * TILE), acc[2 * s]);
-                    _mm256_storeu_ps(o.add(s * m * TILE + 8), acc[2 * s + 1]);
+                    let xr = x.as_ptr().add(r * k);
+                    for kk in k0..k1 {
+                        let a = _mm256_broadcast_ss(&*xr.add(kk));
+                        for s in 0..S {
+                            let p = wp.add(s * strip + kk * TILE);
+                            acc[2 * s] = _mm256_fmadd_ps(a, W::load8(p), acc[2 * s]);
+                            acc[2 * s + 1] = _mm256_fmadd_ps(a, W::load8(p.add(8)), acc[2 * s + 1]);
+                        }
+                    }
+                    for s in 0..S {
+                        _mm256_storeu_ps(o.add(s * m * TILE), acc[2 * s]);
+                        _mm256_storeu_ps(o.add(s * m * TILE + 8), acc[2 * s + 1]);
+                    }
                 }
             }
         }
@@ -310,6 +325,7 @@ mod x86 {
     // SAFETY: the tasks that share it write disjoint elements, and nothing reads the buffer
     // until they are done.
     unsafe impl Send for Columns {}
+    // SAFETY: as for `Send`: shared, it is only written at disjoint elements.
     unsafe impl Sync for Columns {}
 
     impl Columns {
@@ -335,27 +351,30 @@ mod x86 {
         out: *mut f32,
         width: usize,
     ) {
-        let wide = has_avx512();
-        for chunk in (0..xp.blocks.len()).step_by(ROW_CHUNK / ROWS) {
-            let blocks = chunk..(chunk + ROW_CHUNK / ROWS).min(xp.blocks.len());
-            for k0 in (0..k).step_by(DEPTH) {
-                let depth = DEPTH.min(k - k0);
-                let mut s = task.start;
-                while s < task.end {
-                    // Two strips at once on AVX-512 (bit-identical to one at a time).
-                    let pair = wide && s + 1 < task.end;
-                    let w = strips.as_ptr().add((s * k + k0) * TILE);
-                    for b in blocks.clone() {
-                        let rows = &xp.blocks[b];
-                        let xs = xp.values.as_ptr().add((b * k + k0) * ROWS);
-                        let o = out.add(rows.start * width + s * TILE);
-                        if pair {
-                            tile_pair(rows.len(), xs, w, w.add(k * TILE), depth, o, width, k0 > 0);
-                        } else {
-                            tile(rows.len(), xs, w, depth, o, width, k0 > 0);
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let wide = avx512();
+            for chunk in (0..xp.blocks.len()).step_by(ROW_CHUNK / ROWS) {
+                let blocks = chunk..(chunk + ROW_CHUNK / ROWS).min(xp.blocks.len());
+                for k0 in (0..k).step_by(DEPTH) {
+                    let depth = DEPTH.min(k - k0);
+                    let mut s = task.start;
+                    while s < task.end {
+                        // Two strips at once on AVX-512 (bit-identical to one at a time).
+                        let pair = wide && s + 1 < task.end;
+                        let w = strips.as_ptr().add((s * k + k0) * TILE);
+                        for b in blocks.clone() {
+                            let rows = &xp.blocks[b];
+                            let xs = xp.values.as_ptr().add((b * k + k0) * ROWS);
+                            let o = out.add(rows.start * width + s * TILE);
+                            if pair {
+                                tile_pair(rows.len(), xs, w, w.add(k * TILE), depth, o, width, k0 > 0);
+                            } else {
+                                tile(rows.len(), xs, w, depth, o, width, k0 > 0);
+                            }
                         }
+                        s += 1 + usize::from(pair);
                     }
-                    s += 1 + usize::from(pair);
                 }
             }
         }
@@ -414,12 +433,12 @@ mod tests {
         let all = packed_matmul(&x, &packed, 20);
         assert_eq!(packed_matmul(&x[..k], &packed, 1), all[..n]);
         assert_eq!(packed_matmul(&x[..3 * k], &packed, 3), all[..3 * n]);
-        #[cfg(target_arch = "x86_64")]
-        if super::super::weights::has_avx2_fma_f16c() {
-            // Its whole tiles (it runs the columns past them in plain Rust).
-            let blocked = super::super::blocked_matmul(&x, Weights::F32(&w), 20, k, n);
-            let tiles = |v: &[f32]| v.chunks_exact(n).map(|row| row[..n / TILE * TILE].to_vec()).collect::<Vec<_>>();
-            assert_eq!(tiles(&blocked), tiles(&all));
-        }
+        // The blocked kernel runs its whole tiles as the x86 kernels here do and the columns
+        // past them in plain Rust, which is what this one runs everywhere without them.
+        let blocked = super::super::blocked_matmul(&x, Weights::F32(&w), 20, k, n);
+        let x86 = super::super::isa::has(super::super::isa::Isa::Avx2);
+        let cols = if x86 { n / TILE * TILE } else { n };
+        let tiles = |v: &[f32]| v.chunks_exact(n).map(|row| row[..cols].to_vec()).collect::<Vec<_>>();
+        assert_eq!(tiles(&blocked), tiles(&all));
     }
 }

@@ -25,9 +25,12 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::blocked::{tiled, Panels, TILE};
+use super::blocked::{tiled, Panels};
 use super::int_dot::{self, int_dot, Q8Rows};
+#[cfg(x86_simd)]
 use super::rows_x8::{self, rows_x8, GROUP};
+#[cfg(x86_simd)]
+use super::tiles::TILE;
 use crate::quant::{dequantize, GgmlType, QuantRows};
 
 /// Rows per task of the decoding path: enough work to amortise handing it out, small enough to
@@ -50,6 +53,7 @@ pub fn quantized_matmul(x: &[f32], w: QuantRows<'_>, m: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
     let row_bytes = w.ty.row_bytes(k).expect("rows are whole blocks");
     assert_eq!(w.data.len(), n * row_bytes, "w is not {n} rows of {k} {} values", w.ty);
+    #[cfg(x86_simd)]
     if x8(w.ty, m) {
         return interleaved(x, w, m, row_bytes);
     }
@@ -62,6 +66,7 @@ pub fn quantized_matmul(x: &[f32], w: QuantRows<'_>, m: usize) -> Vec<f32> {
 /// Whether `m` activation rows against `ty` take [`rows_x8`]: Q4_0 always; Q8_0 from 3 rows on
 /// (its x8 kernel does twice Q4_0's work per product; `[14336, 4096]`, 2 threads: one or two
 /// rows run 5-10% faster one weight row at a time, 3 rows 1.13x and 8 rows 1.6x faster in x8).
+#[cfg(x86_simd)]
 fn x8(ty: GgmlType, m: usize) -> bool {
     rows_x8::available(ty) && (ty == GgmlType::Q4_0 || m >= 3)
 }
@@ -100,6 +105,7 @@ fn integer(x: &[f32], w: QuantRows<'_>, m: usize, row_bytes: usize) -> Vec<f32> 
 
 /// Q8 activations against groups of 8 weight rows ([`rows_x8`]); rows past the last whole
 /// group through [`int_dot`].
+#[cfg(x86_simd)]
 fn interleaved(x: &[f32], w: QuantRows<'_>, m: usize, row_bytes: usize) -> Vec<f32> {
     let (n, k) = (w.rows, w.cols);
     let q8 = Q8Rows::new(x, m, k);
@@ -142,6 +148,7 @@ fn interleaved(x: &[f32], w: QuantRows<'_>, m: usize, row_bytes: usize) -> Vec<f
 }
 
 /// Groups of 8 rows per task of [`interleaved`].
+#[cfg(x86_simd)]
 const GROUPS_PER_TASK: usize = 2;
 
 /// Quantized rows as the blocked kernel's panels: `w`'s rows are the product's columns.
@@ -159,6 +166,7 @@ impl Rows<'_> {
 }
 
 impl Panels for Rows<'_> {
+    #[cfg(x86_simd)]
     unsafe fn pack(&self, cols: Range<usize>, k0: usize, depth: usize, packed: &mut [f32]) {
         let mut row = vec![0.0f32; depth];
         for (t, c) in cols.step_by(TILE).enumerate() {
@@ -185,8 +193,8 @@ impl Panels for Rows<'_> {
 
 /// One row's blocks to f32.
 fn decode_row(ty: GgmlType, blocks: &[u8], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::weights::has_avx2_fma_f16c() && matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+    #[cfg(x86_simd)]
+    if super::isa::avx2() && matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above); lengths are the caller's.
         unsafe { x86::decode_row(ty, blocks, out) };
         return;
@@ -196,15 +204,15 @@ fn decode_row(ty: GgmlType, blocks: &[u8], out: &mut [f32]) {
 
 /// `Σ a[i] · b[i]` in f32.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if super::weights::has_avx2_fma_f16c() {
+    #[cfg(x86_simd)]
+    if super::isa::avx2() {
         // SAFETY: as above.
         return unsafe { x86::dot(a, b) };
     }
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_simd)]
 mod x86 {
     use std::arch::x86_64::*;
 
@@ -214,57 +222,71 @@ mod x86 {
 
     /// Q4_0 / Q8_0 rows to f32, 32 values (one block) at a time; the same values as
     /// [`crate::quant::dequantize`] (each is `q * d` in f32 either way).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `ty` is Q4_0 or Q8_0, `blocks` whole blocks of it and `out`
+    /// has room for their values.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn decode_row(ty: GgmlType, blocks: &[u8], out: &mut [f32]) {
-        let size = ty.type_size();
-        assert_eq!(blocks.len() / size * 32, out.len());
-        for (b, y) in blocks.chunks_exact(size).zip(out.chunks_exact_mut(32)) {
-            let d = _mm256_set1_ps(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
-            let q = b.as_ptr().add(2);
-            // Four groups of 8 signed integers.
-            let groups: [__m128i; 4] = match ty {
-                GgmlType::Q8_0 => {
-                    let lo = _mm_loadu_si128(q.cast());
-                    let hi = _mm_loadu_si128(q.add(16).cast());
-                    [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let size = ty.type_size();
+            assert_eq!(blocks.len() / size * 32, out.len());
+            for (b, y) in blocks.chunks_exact(size).zip(out.chunks_exact_mut(32)) {
+                let d = _mm256_set1_ps(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+                let q = b.as_ptr().add(2);
+                // Four groups of 8 signed integers.
+                let groups: [__m128i; 4] = match ty {
+                    GgmlType::Q8_0 => {
+                        let lo = _mm_loadu_si128(q.cast());
+                        let hi = _mm_loadu_si128(q.add(16).cast());
+                        [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+                    }
+                    _ => {
+                        // Q4_0: low nibbles are values 0..16, high nibbles 16..32; both minus 8.
+                        let packed = _mm_loadu_si128(q.cast());
+                        let mask = _mm_set1_epi8(0x0F);
+                        let eight = _mm_set1_epi8(8);
+                        let lo = _mm_sub_epi8(_mm_and_si128(packed, mask), eight);
+                        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), eight);
+                        [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+                    }
+                };
+                let p = y.as_mut_ptr();
+                for (i, g) in groups.into_iter().enumerate() {
+                    let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(g));
+                    _mm256_storeu_ps(p.add(8 * i), _mm256_mul_ps(v, d));
                 }
-                _ => {
-                    // Q4_0: low nibbles are values 0..16, high nibbles 16..32; both minus 8.
-                    let packed = _mm_loadu_si128(q.cast());
-                    let mask = _mm_set1_epi8(0x0F);
-                    let eight = _mm_set1_epi8(8);
-                    let lo = _mm_sub_epi8(_mm_and_si128(packed, mask), eight);
-                    let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), eight);
-                    [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
-                }
-            };
-            let p = y.as_mut_ptr();
-            for (i, g) in groups.into_iter().enumerate() {
-                let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(g));
-                _mm256_storeu_ps(p.add(8 * i), _mm256_mul_ps(v, d));
             }
         }
     }
 
     /// `Σ a[i] · b[i]` with four 8-wide accumulators.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * j)), _mm256_loadu_ps(pb.add(i + 8 * j)), *acc);
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let n = a.len().min(b.len());
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * j)), _mm256_loadu_ps(pb.add(i + 8 * j)), *acc);
+                }
+                i += 32;
             }
-            i += 32;
+            let mut total = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+            while i < n {
+                total += a[i] * b[i];
+                i += 1;
+            }
+            total
         }
-        let mut total = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-        while i < n {
-            total += a[i] * b[i];
-            i += 1;
-        }
-        total
     }
 }
 
@@ -286,7 +308,11 @@ mod tests {
             for m in [1, 3, INTEGER_ROWS + 1, 20] {
                 let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
                 let got = quantized_matmul(&x, QuantRows { ty, data: &data, rows: n, cols: k }, m);
-                let integer = (m <= INTEGER_ROWS && int_dot::available(ty)) || x8(ty, m);
+                #[cfg(x86_simd)]
+                let x8 = x8(ty, m);
+                #[cfg(not(x86_simd))]
+                let x8 = false;
+                let integer = (m <= INTEGER_ROWS && int_dot::available(ty)) || x8;
                 for mm in 0..m {
                     for r in 0..n {
                         let want: f32 = (0..k).map(|i| x[mm * k + i] * dense[r * k + i]).sum();

@@ -2,7 +2,7 @@
 //!
 //! Why not Burn's ops: in an f16 or bf16 model burn-flex runs them on one core, element by
 //! element, and the weight's broadcast goes through its generic index iterator
-//! (`StridedIter`). A `perf` profile of an 8x7B-shaped f16 prefill (session 18) had the main
+//! (`StridedIter`). A `perf` profile of an 8x7B-shaped f16 prefill (2026-11-25, Zen 3) had the main
 //! thread busy for 15% of the wall time while the worker threads waited, a fifth of it in
 //! `RmsNorm::forward`.
 

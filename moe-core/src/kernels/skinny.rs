@@ -11,8 +11,8 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::weights::has_avx2_fma_f16c;
+#[cfg(x86_simd)]
+use super::isa::avx2;
 use super::weights::{accumulate, Weights};
 
 /// Below this many weights (`K * N`) the product runs on the calling thread: handing out the
@@ -72,8 +72,8 @@ fn block(
     rows: std::ops::Range<usize>,
 ) -> Vec<f32> {
     let mut acc = vec![0.0f32; m * cols.len()];
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma_f16c() {
+    #[cfg(x86_simd)]
+    if avx2() {
         // SAFETY: the CPU has the features the function is compiled for.
         unsafe { x86::block(x, w, k, n, cols, rows, &mut acc) };
         return acc;
@@ -84,12 +84,15 @@ fn block(
 
 /// AVX2 + FMA + F16C: four weight rows per pass over the accumulators, eight columns per
 /// instruction.
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_simd)]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::weights::{Load, Weights};
 
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `x` is `[M, K]`, `w` `[K, N]` and `acc` `[M, cols.len()]`,
+    /// with `cols` within `N` and `rows` within `K`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn block(
         x: &[f32],
@@ -100,13 +103,18 @@ mod x86 {
         rows: std::ops::Range<usize>,
         acc: &mut [f32],
     ) {
-        match w {
-            Weights::F32(w) => block_typed(x, w, k, n, cols, rows, acc),
-            Weights::F16(w) => block_typed(x, w, k, n, cols, rows, acc),
-            Weights::Bf16(w) => block_typed(x, w, k, n, cols, rows, acc),
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            match w {
+                Weights::F32(w) => block_typed(x, w, k, n, cols, rows, acc),
+                Weights::F16(w) => block_typed(x, w, k, n, cols, rows, acc),
+                Weights::Bf16(w) => block_typed(x, w, k, n, cols, rows, acc),
+            }
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; as [`block`].
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn block_typed<W: Load>(
         x: &[f32],
@@ -117,54 +125,57 @@ mod x86 {
         rows: std::ops::Range<usize>,
         acc: &mut [f32],
     ) {
-        let width = cols.len();
-        let m = acc.len() / width.max(1);
-        let vectorised = width - width % 8;
-        let mut kk = rows.start;
-        // Four rows of `w` at a time: one load and one store of each accumulator per four
-        // multiply-adds.
-        while kk + 4 <= rows.end {
-            let base = w.as_ptr().add(kk * n + cols.start);
-            let rows = [base, base.add(n), base.add(2 * n), base.add(3 * n)];
-            for mm in 0..m {
-                let a = [x[mm * k + kk], x[mm * k + kk + 1], x[mm * k + kk + 2], x[mm * k + kk + 3]];
-                let av = [_mm256_set1_ps(a[0]), _mm256_set1_ps(a[1]), _mm256_set1_ps(a[2]), _mm256_set1_ps(a[3])];
-                let out = acc.as_mut_ptr().add(mm * width);
-                let mut j = 0;
-                while j < vectorised {
-                    let mut s = _mm256_loadu_ps(out.add(j));
-                    s = _mm256_fmadd_ps(av[0], W::load8(rows[0].add(j)), s);
-                    s = _mm256_fmadd_ps(av[1], W::load8(rows[1].add(j)), s);
-                    s = _mm256_fmadd_ps(av[2], W::load8(rows[2].add(j)), s);
-                    s = _mm256_fmadd_ps(av[3], W::load8(rows[3].add(j)), s);
-                    _mm256_storeu_ps(out.add(j), s);
-                    j += 8;
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let width = cols.len();
+            let m = acc.len() / width.max(1);
+            let vectorised = width - width % 8;
+            let mut kk = rows.start;
+            // Four rows of `w` at a time: one load and one store of each accumulator per four
+            // multiply-adds.
+            while kk + 4 <= rows.end {
+                let base = w.as_ptr().add(kk * n + cols.start);
+                let rows = [base, base.add(n), base.add(2 * n), base.add(3 * n)];
+                for mm in 0..m {
+                    let a = [x[mm * k + kk], x[mm * k + kk + 1], x[mm * k + kk + 2], x[mm * k + kk + 3]];
+                    let av = [_mm256_set1_ps(a[0]), _mm256_set1_ps(a[1]), _mm256_set1_ps(a[2]), _mm256_set1_ps(a[3])];
+                    let out = acc.as_mut_ptr().add(mm * width);
+                    let mut j = 0;
+                    while j < vectorised {
+                        let mut s = _mm256_loadu_ps(out.add(j));
+                        s = _mm256_fmadd_ps(av[0], W::load8(rows[0].add(j)), s);
+                        s = _mm256_fmadd_ps(av[1], W::load8(rows[1].add(j)), s);
+                        s = _mm256_fmadd_ps(av[2], W::load8(rows[2].add(j)), s);
+                        s = _mm256_fmadd_ps(av[3], W::load8(rows[3].add(j)), s);
+                        _mm256_storeu_ps(out.add(j), s);
+                        j += 8;
+                    }
+                    for j in vectorised..width {
+                        *out.add(j) += (0..4).map(|r| a[r] * (*rows[r].add(j)).to_f32()).sum::<f32>();
+                    }
                 }
-                for j in vectorised..width {
-                    *out.add(j) += (0..4).map(|r| a[r] * (*rows[r].add(j)).to_f32()).sum::<f32>();
-                }
+                kk += 4;
             }
-            kk += 4;
-        }
-        while kk < rows.end {
-            let row = w.as_ptr().add(kk * n + cols.start);
-            for mm in 0..m {
-                let a = x[mm * k + kk];
-                let av = _mm256_set1_ps(a);
-                let out = acc.as_mut_ptr().add(mm * width);
-                let mut j = 0;
-                while j < vectorised {
-                    _mm256_storeu_ps(
-                        out.add(j),
-                        _mm256_fmadd_ps(av, W::load8(row.add(j)), _mm256_loadu_ps(out.add(j))),
-                    );
-                    j += 8;
+            while kk < rows.end {
+                let row = w.as_ptr().add(kk * n + cols.start);
+                for mm in 0..m {
+                    let a = x[mm * k + kk];
+                    let av = _mm256_set1_ps(a);
+                    let out = acc.as_mut_ptr().add(mm * width);
+                    let mut j = 0;
+                    while j < vectorised {
+                        _mm256_storeu_ps(
+                            out.add(j),
+                            _mm256_fmadd_ps(av, W::load8(row.add(j)), _mm256_loadu_ps(out.add(j))),
+                        );
+                        j += 8;
+                    }
+                    for j in vectorised..width {
+                        *out.add(j) += a * (*row.add(j)).to_f32();
+                    }
                 }
-                for j in vectorised..width {
-                    *out.add(j) += a * (*row.add(j)).to_f32();
-                }
+                kk += 1;
             }
-            kk += 1;
         }
     }
 }

@@ -7,7 +7,7 @@
 //! every core, with no intermediate `silu` tensor.
 //!
 //! Why a hand-written `exp`: the scalar loop (libm's `expf` and a scalar division per element)
-//! was 17% of the sparse layer's forward at `T = 2048` (`perf`, session 15: 13.2% in the loop,
+//! was 17% of the sparse layer's forward at `T = 2048` (`perf`, 2026-11-24, Zen 3: 13.2% in the loop,
 //! 3.4% in `expf`), about as much as all of the layer's work besides the expert products. The
 //! SIMD crates already in the build (`pulp` under `gemm`, `macerator` under burn-flex) have no
 //! `exp`; [`x86::exp8`] is Cephes' `expf` on eight lanes (within 2 ulp of libm's).
@@ -37,7 +37,7 @@ pub fn swiglu<E: Copy + Send + Sync + Default>(
 ) -> Vec<E> {
     assert!(f > 0 && h.len().is_multiple_of(2 * f), "h is not [M, 2 * {f}]");
     // Not zero-filled first: on the calling thread that fill was 0.9% of the MoE layer's
-    // forward at `T = 2048` (`perf`, session 19), every element of it overwritten below.
+    // forward at `T = 2048` (`perf`, 2026-11-25, Zen 3), every element of it overwritten below.
     let mut out = Vec::<E>::with_capacity(h.len() / 2);
     let row = |(h, out): (&[E], &mut [MaybeUninit<E>])| {
         let (gate, up) = h.split_at(f);
@@ -71,33 +71,42 @@ pub fn swiglu<E: Copy + Send + Sync + Default>(
 /// # Shapes
 /// - `g`, `u`: `[L]`
 fn silu_mul(g: &mut [f32], u: &[f32]) {
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if super::weights::has_avx2_fma_f16c() {
+    // The elements the vector loop covered; the rest (all of them without it) run below.
+    #[cfg(x86_simd)]
+    let done = match super::isa::avx2() {
         // SAFETY: the CPU has the features the function is compiled for.
-        done = unsafe { x86::silu_mul(g, u) };
-    }
+        true => unsafe { x86::silu_mul(g, u) },
+        false => 0,
+    };
+    #[cfg(not(x86_simd))]
+    let done = 0;
     for (g, &u) in g[done..].iter_mut().zip(&u[done..]) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_simd)]
 mod x86 {
     use std::arch::x86_64::*;
 
     /// [`super::silu_mul`] on the whole 8-lane groups; returns how many elements that covered.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn silu_mul(g: &mut [f32], u: &[f32]) -> usize {
-        let whole = g.len().min(u.len()) / 8 * 8;
-        let one = _mm256_set1_ps(1.0);
-        for j in (0..whole).step_by(8) {
-            let x = _mm256_loadu_ps(g.as_ptr().add(j));
-            // An exact division, as the scalar `g / (1 + e^-g)` (no approximate reciprocal).
-            let silu = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-            _mm256_storeu_ps(g.as_mut_ptr().add(j), _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr().add(j))));
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let whole = g.len().min(u.len()) / 8 * 8;
+            let one = _mm256_set1_ps(1.0);
+            for j in (0..whole).step_by(8) {
+                let x = _mm256_loadu_ps(g.as_ptr().add(j));
+                // An exact division, as the scalar `g / (1 + e^-g)` (no approximate reciprocal).
+                let silu = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+                _mm256_storeu_ps(g.as_mut_ptr().add(j), _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr().add(j))));
+            }
+            whole
         }
-        whole
     }
 
     /// `e^x` on eight lanes: Cephes' `expf`. `x = n ln 2 + r` with `|r| <= ln 2 / 2` (`ln 2`
@@ -105,6 +114,9 @@ mod x86 {
     /// the exponent bits. Inputs are clamped to `[-87.3, 88.3]`, where `2^n` stays a normal
     /// float: below, the result is about 1e-38 instead of 0, above, 2e38 instead of infinity;
     /// in `silu` both give the same values to f32 precision. A NaN stays NaN.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp8(x: __m256) -> __m256 {
@@ -173,10 +185,10 @@ mod tests {
         assert!(swiglu(&nan, f, copy, copy)[2].is_nan());
     }
 
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(x86_simd)]
     #[test]
     fn the_vector_exp_is_within_two_ulp_of_libm() {
-        if !super::super::weights::has_avx2_fma_f16c() {
+        if !super::super::test_support::simd_kernel_runs(super::super::isa::Isa::Avx2) {
             return;
         }
         use std::arch::x86_64::*;

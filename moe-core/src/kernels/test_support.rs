@@ -2,7 +2,27 @@
 
 use half::{bf16, f16};
 
+#[cfg(x86_simd)]
+use super::isa::{self, Isa, ISA_VAR};
 use super::weights::Weights;
+
+/// Whether a test of an x86 kernel that needs `level` runs in this process. Yes where the
+/// kernels run `level`; no where `MOE_CPU_ISA` capped them below it (that run tests the plainer
+/// code paths, and the uncapped run tests this kernel), said on stderr. A CPU without `level`
+/// fails the test rather than pass it having tested nothing: such a CPU runs the plain kernels,
+/// which the `portable` feature's build tests.
+#[cfg(x86_simd)]
+pub(super) fn simd_kernel_runs(level: Isa) -> bool {
+    if isa::has(level) {
+        return true;
+    }
+    assert!(
+        isa::detected() >= level,
+        "this test's kernel needs {level}, which this CPU lacks: test with `--features moe-core/portable`"
+    );
+    eprintln!("not run: {ISA_VAR} caps the kernels at {} (below {level})", isa::chosen());
+    false
+}
 
 /// Multiples of 1/8 in [-1, 1]: exact in f32, f16 and bf16, so every dtype must agree with the
 /// f64 reference up to f32 summation error.

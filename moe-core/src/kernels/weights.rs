@@ -53,36 +53,25 @@ pub(super) fn accumulate(
     }
 }
 
-/// Whether this CPU runs the AVX2 + FMA + F16C kernels (checked once, then cached by std).
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2_fma_f16c() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-}
-
-/// Whether this CPU also runs the AVX-512 register tiles (checked once, then cached by std).
-/// Where it does, 16-lane multiply-adds do twice the work of AVX2's 8 per instruction: on a
-/// 2-core AMD EPYC (Zen 5) a chain-bound FMA loop ran 131 GFLOP/s per core on `ymm` registers
-/// and 262 on `zmm` (session 20).
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx512() -> bool {
-    has_avx2_fma_f16c() && std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_simd)]
 pub(super) use x86::{hsum, prefetch_next, Load};
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(x86_simd)]
 mod x86 {
     use std::arch::x86_64::*;
 
     /// The sum of the 8 lanes (the kernels' horizontal sum).
+    ///
+    /// # Safety
+    /// The CPU has AVX.
     #[inline(always)]
     pub(in crate::kernels) unsafe fn hsum(v: __m256) -> f32 {
-        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+        // SAFETY: the caller keeps the `# Safety` contract above.
+        unsafe {
+            let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+            _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+        }
     }
 
     /// Asks for `bytes` bytes at `offset` past the end of `w`: the next rows of quantized
@@ -93,19 +82,26 @@ mod x86 {
     /// memory: 34). Prefetching reads nothing and cannot fault, so running past the end of the
     /// weights (the last rows) is harmless.
     #[inline(always)]
-    pub(in crate::kernels) unsafe fn prefetch_next(w: &[u8], offset: usize, bytes: usize) {
+    pub(in crate::kernels) fn prefetch_next(w: &[u8], offset: usize, bytes: usize) {
         let next = w.as_ptr().wrapping_add(w.len() + offset);
         let mut line = 0;
         while line < bytes {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line).cast());
+            // SAFETY: a prefetch is a hint that reads nothing the program sees and cannot fault
+            // at any address; it is SSE, which every x86_64 CPU has.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line).cast()) };
             line += 64;
         }
     }
 
     /// Eight consecutive weights widened to f32.
     pub(in crate::kernels) trait Load: Copy {
+        /// # Safety
+        /// `ptr` points at 8 readable values and the CPU has AVX2, FMA and F16C.
         unsafe fn load8(ptr: *const Self) -> __m256;
         /// Sixteen values widened to f32, for the AVX-512 kernels (the CPU has AVX-512F).
+        ///
+        /// # Safety
+        /// `ptr` points at 16 readable values and the CPU has AVX-512F, AVX2, FMA and F16C.
         unsafe fn load16(ptr: *const Self) -> __m512;
         fn to_f32(self) -> f32;
     }
@@ -113,11 +109,13 @@ mod x86 {
     impl Load for f32 {
         #[inline(always)]
         unsafe fn load8(ptr: *const Self) -> __m256 {
-            _mm256_loadu_ps(ptr)
+            // SAFETY: `Load`'s contract: `ptr` points at 8 readable values on a CPU with the features.
+            unsafe { _mm256_loadu_ps(ptr) }
         }
         #[inline(always)]
         unsafe fn load16(ptr: *const Self) -> __m512 {
-            _mm512_loadu_ps(ptr)
+            // SAFETY: `Load`'s contract: `ptr` points at 16 readable values on a CPU with the features.
+            unsafe { _mm512_loadu_ps(ptr) }
         }
         fn to_f32(self) -> f32 {
             self
@@ -127,11 +125,13 @@ mod x86 {
     impl Load for half::f16 {
         #[inline(always)]
         unsafe fn load8(ptr: *const Self) -> __m256 {
-            _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast()))
+            // SAFETY: `Load`'s contract: `ptr` points at 8 readable values on a CPU with the features.
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast())) }
         }
         #[inline(always)]
         unsafe fn load16(ptr: *const Self) -> __m512 {
-            _mm512_cvtph_ps(_mm256_loadu_si256(ptr.cast()))
+            // SAFETY: `Load`'s contract: `ptr` points at 16 readable values on a CPU with the features.
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(ptr.cast())) }
         }
         fn to_f32(self) -> f32 {
             half::f16::to_f32(self)
@@ -142,11 +142,13 @@ mod x86 {
         /// bf16 is the top half of an f32: zero-extend to 32 bits and shift left by 16.
         #[inline(always)]
         unsafe fn load8(ptr: *const Self) -> __m256 {
-            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(ptr.cast())), 16))
+            // SAFETY: `Load`'s contract: `ptr` points at 8 readable values on a CPU with the features.
+            unsafe { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(ptr.cast())), 16)) }
         }
         #[inline(always)]
         unsafe fn load16(ptr: *const Self) -> __m512 {
-            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(ptr.cast())), 16))
+            // SAFETY: `Load`'s contract: `ptr` points at 16 readable values on a CPU with the features.
+            unsafe { _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(ptr.cast())), 16)) }
         }
         fn to_f32(self) -> f32 {
             half::bf16::to_f32(self)

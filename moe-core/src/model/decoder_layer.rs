@@ -1,10 +1,10 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, Tensor};
 
 use super::FeedForward;
 use crate::config::MixtralConfig;
-use crate::moe::{ImportanceLoad, SparseMoe};
+use crate::moe::{LayerRouting, SparseMoe};
 use crate::nn::{Attention, AttentionConfig, CacheStep, LayerKvCache, RmsNorm, RmsNormConfig, RopeTable};
 
 /// One pre-norm decoder layer: `x + attn(norm(x))`, then `h + ffn(norm(h))`, where the
@@ -28,21 +28,6 @@ pub struct DecoderLayerOutput<B: Backend> {
     pub hidden: Tensor<B, 3>,
     /// What the MoE block's router did; `None` in a dense layer.
     pub routing: Option<LayerRouting<B>>,
-}
-
-/// A MoE layer's routing decisions, for losses and statistics.
-#[derive(Debug, Clone)]
-pub struct LayerRouting<B: Backend> {
-    /// `[T, E]` f32
-    pub router_logits: Tensor<B, 2>,
-    /// `[T, K]`
-    pub experts: Tensor<B, 2, Int>,
-    /// Assignments dropped for capacity (see [`crate::moe::RoutingConfig::capacity_factor`]).
-    pub dropped: usize,
-    /// Assignments routed to each expert, `[E]`.
-    pub counts: Vec<usize>,
-    /// Importance and load, under noisy gating.
-    pub importance_load: Option<ImportanceLoad<B>>,
 }
 
 impl<B: Backend> DecoderLayer<B> {
@@ -98,16 +83,7 @@ impl<B: Backend> DecoderLayer<B> {
             FeedForward::Dense(mlp) => DecoderLayerOutput { hidden: h + mlp.forward(x), routing: None },
             FeedForward::Sparse(moe) => {
                 let moe = moe.forward(x);
-                DecoderLayerOutput {
-                    hidden: h + moe.hidden,
-                    routing: Some(LayerRouting {
-                        router_logits: moe.router_logits,
-                        experts: moe.experts,
-                        dropped: moe.dropped,
-                        counts: moe.counts,
-                        importance_load: moe.importance_load,
-                    }),
-                }
+                DecoderLayerOutput { hidden: h + moe.hidden, routing: Some(moe.routing) }
             }
         }
     }

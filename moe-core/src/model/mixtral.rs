@@ -3,11 +3,11 @@ use burn::nn::{EmbeddingConfig, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::{DecoderLayer, DecoderLayerOutput, FeedForward};
+use super::{DecoderLayer, FeedForward};
 use crate::config::MixtralConfig;
 use crate::error::Result;
 use crate::kernels::matmul_weight;
-use crate::moe::ImportanceLoad;
+use crate::moe::{ImportanceLoad, LayerRouting};
 use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, RotaryEmbedding, TokenEmbedding};
 
 /// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`), or with
@@ -39,20 +39,28 @@ pub struct Mixtral<B: Backend> {
 pub struct MixtralOutput<B: Backend> {
     /// `[B, S, V]`
     pub logits: Tensor<B, 3>,
-    /// One `[T, E]` f32 tensor per MoE layer (`T = B*S`, batch-major), as HF's
-    /// `router_logits`. Here and below, "per layer" counts the MoE layers: all of a Mixtral's,
-    /// none of a dense model's (the vectors are empty).
-    pub router_logits: Vec<Tensor<B, 2>>,
-    /// One `[T, K]` tensor of chosen experts per layer.
-    pub experts: Vec<Tensor<B, 2, Int>>,
-    /// Per layer, the assignments (of `T · K`) dropped because their expert was full; zeros
-    /// without a capacity factor.
-    pub dropped: Vec<usize>,
-    /// Per layer, the assignments routed to each expert, `[L][E]`.
-    pub expert_counts: Vec<Vec<usize>>,
-    /// Per layer, the importance and load of noisy gating (for
+    /// What each MoE layer's router decided, in layer order (`T = B*S` tokens, batch-major):
+    /// all of a Mixtral's layers, none of a dense model's.
+    pub routing: Vec<LayerRouting<B>>,
+}
+
+impl<B: Backend> MixtralOutput<B> {
+    /// One `[T, E]` f32 tensor per MoE layer, as HF's `router_logits`: what the
+    /// load-balancing and z losses take.
+    pub fn router_logits(&self) -> Vec<Tensor<B, 2>> {
+        self.routing.iter().map(|r| r.router_logits.clone()).collect()
+    }
+
+    /// Per MoE layer, the assignments routed to each expert, `[L][E]`.
+    pub fn expert_counts(&self) -> Vec<Vec<usize>> {
+        self.routing.iter().map(|r| r.counts.clone()).collect()
+    }
+
+    /// Per MoE layer, the importance and load of noisy gating (for
     /// [`importance_load_loss`](crate::loss::importance_load_loss)); empty without it.
-    pub importance_load: Vec<ImportanceLoad<B>>,
+    pub fn importance_load(&self) -> Vec<ImportanceLoad<B>> {
+        self.routing.iter().filter_map(|r| r.importance_load.clone()).collect()
+    }
 }
 
 impl MixtralConfig {
@@ -81,11 +89,13 @@ impl<B: Backend> Mixtral<B> {
         let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &device);
         let rope = self.rope.range(0, s, &device);
         let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
-        let mut routing = Routing::new(self.layers.len());
+        let mut routing = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            x = routing.record(layer.forward(x, &rope, mask.clone()));
+            let out = layer.forward(x, &rope, mask.clone());
+            routing.extend(out.routing);
+            x = out.hidden;
         }
-        routing.output(self.lm_logits(x))
+        MixtralOutput { logits: self.lm_logits(x), routing }
     }
 
     /// Experts each token is routed to (the config's `top_k` unless changed with
@@ -136,7 +146,7 @@ impl<B: Backend> Mixtral<B> {
     /// - `input_ids`: `[B, S]` -> `logits` `[B, S, V]`
     pub fn forward_cached(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> MixtralOutput<B> {
         let (hidden, routing) = self.hidden_cached(input_ids, cache);
-        routing.output(self.lm_logits(hidden))
+        MixtralOutput { logits: self.lm_logits(hidden), routing }
     }
 
     /// [`Self::forward_cached`] that computes the logits of each sequence's last position
@@ -154,7 +164,11 @@ impl<B: Backend> Mixtral<B> {
 
     /// The decoder stack over new positions, appending them to `cache`: hidden states before
     /// the final norm, and the router outputs.
-    fn hidden_cached(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> (Tensor<B, 3>, Routing<B>) {
+    fn hidden_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> (Tensor<B, 3>, Vec<LayerRouting<B>>) {
         let [_, s] = input_ids.dims();
         let start = cache.len();
         assert!(
@@ -171,9 +185,11 @@ impl<B: Backend> Mixtral<B> {
             None => self.rope.range(step.start, s, &device),
         };
         let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
-        let mut routing = Routing::new(self.layers.len());
+        let mut routing = Vec::with_capacity(self.layers.len());
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = routing.record(layer.forward_cached(x, &rope, layer_cache, &step));
+            let out = layer.forward_cached(x, &rope, layer_cache, &step);
+            routing.extend(out.routing);
+            x = out.hidden;
         }
         cache.advance(s);
         (x, routing)
@@ -218,49 +234,5 @@ impl<B: Backend> Mixtral<B> {
         }
         projections.extend(self.lm_head.as_mut());
         packed + projections.into_iter().map(Projection::pack_for_cpu).filter(|&packed| packed).count()
-    }
-}
-
-/// The router outputs of each layer, collected as the layers run.
-struct Routing<B: Backend> {
-    router_logits: Vec<Tensor<B, 2>>,
-    experts: Vec<Tensor<B, 2, Int>>,
-    dropped: Vec<usize>,
-    counts: Vec<Vec<usize>>,
-    importance_load: Vec<ImportanceLoad<B>>,
-}
-
-impl<B: Backend> Routing<B> {
-    fn new(layers: usize) -> Self {
-        Self {
-            router_logits: Vec::with_capacity(layers),
-            experts: Vec::with_capacity(layers),
-            dropped: Vec::with_capacity(layers),
-            counts: Vec::with_capacity(layers),
-            importance_load: Vec::new(),
-        }
-    }
-
-    /// Keeps a MoE layer's router outputs; returns the layer's hidden states.
-    fn record(&mut self, out: DecoderLayerOutput<B>) -> Tensor<B, 3> {
-        if let Some(r) = out.routing {
-            self.router_logits.push(r.router_logits);
-            self.experts.push(r.experts);
-            self.dropped.push(r.dropped);
-            self.counts.push(r.counts);
-            self.importance_load.extend(r.importance_load);
-        }
-        out.hidden
-    }
-
-    fn output(self, logits: Tensor<B, 3>) -> MixtralOutput<B> {
-        MixtralOutput {
-            logits,
-            router_logits: self.router_logits,
-            experts: self.experts,
-            dropped: self.dropped,
-            expert_counts: self.counts,
-            importance_load: self.importance_load,
-        }
     }
 }

@@ -3,10 +3,9 @@
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 
+use super::{Mixtral, ParamId, ParamMut};
 use crate::config::MixtralConfig;
 use crate::draws::Draws;
-use crate::io::hub_keys::{HubParam, ParamMut};
-use crate::model::Mixtral;
 
 impl MixtralConfig {
     /// [`MixtralConfig::init`] with every random weight drawn from `seed` by a generator of
@@ -20,21 +19,21 @@ impl MixtralConfig {
     pub fn init_seeded<B: Backend>(&self, device: &B::Device, seed: u64) -> Mixtral<B> {
         let mut model = self.init::<B>(device);
         let mut draws = Draws::new(seed);
-        for param in HubParam::all(self) {
+        for param in ParamId::all(self) {
             let random = !matches!(
                 param,
-                HubParam::InputNorm(_)
-                    | HubParam::PostAttentionNorm(_)
-                    | HubParam::FinalNorm
-                    | HubParam::RouterBias(_)
-                    | HubParam::RouterNoise(_)
+                ParamId::InputNorm(_)
+                    | ParamId::PostAttentionNorm(_)
+                    | ParamId::FinalNorm
+                    | ParamId::RouterBias(_)
+                    | ParamId::RouterNoise(_)
             );
-            let Some(ParamMut::Rank2(weight)) = model.hub_param_mut(param).filter(|_| random) else {
+            let Some(ParamMut::Rank2(weight)) = model.param_mut(param).filter(|_| random) else {
                 continue;
             };
             let [rows, cols] = weight.lazy_shape().dims();
             let values = match param {
-                HubParam::Embedding => draws.normal([rows, cols], 0.0, 1.0, device),
+                ParamId::Embedding => draws.normal([rows, cols], 0.0, 1.0, device),
                 _ => draws.uniform([rows, cols], 1.0 / (rows as f64).sqrt(), device),
             };
             // The same id: only the values differ from `init`'s.
@@ -50,13 +49,13 @@ mod tests {
 
     use super::*;
     use crate::backend::Flex;
-    use crate::io::hub_keys::ParamRef;
+    use crate::model::ParamRef;
     use crate::moe::RoutingConfig;
 
     fn values(model: &Mixtral<Flex>) -> Vec<Vec<f32>> {
-        HubParam::all(model.config())
+        ParamId::all(model.config())
             .into_iter()
-            .map(|p| match model.hub_param(p).unwrap() {
+            .map(|p| match model.param(p).unwrap() {
                 ParamRef::Rank1(w) => w.val().into_data().to_vec().unwrap(),
                 ParamRef::Rank2(w) => w.val().into_data().to_vec().unwrap(),
             })
@@ -76,15 +75,15 @@ mod tests {
         let want = values(&model);
         assert_eq!(values(&config.init_seeded::<Flex>(&device, 5)), want);
         let other = values(&config.init_seeded::<Flex>(&device, 6));
-        for (p, (a, b)) in HubParam::all(&config).into_iter().zip(want.iter().zip(&other)) {
+        for (p, (a, b)) in ParamId::all(&config).into_iter().zip(want.iter().zip(&other)) {
             let constant = a.iter().all(|v| *v == a[0]);
             assert_eq!(constant, a == b, "{p:?}: only norms and zero-initialised weights repeat");
-            let rows = match model.hub_param(p).unwrap() {
+            let rows = match model.param(p).unwrap() {
                 ParamRef::Rank2(w) => w.dims()[0],
                 ParamRef::Rank1(_) => continue,
             };
             let max = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let bound = if p == HubParam::Embedding { 6.0 } else { 1.0 / (rows as f32).sqrt() };
+            let bound = if p == ParamId::Embedding { 6.0 } else { 1.0 / (rows as f32).sqrt() };
             assert!(constant || (max <= bound && max > 0.5 * bound), "{p:?}: max |w| {max}, bound {bound}");
         }
     }

@@ -34,7 +34,7 @@ impl ExpertsConfig {
 /// Not one stacked `[E, D, F]` tensor per projection (transformers v5's layout): under Burn's
 /// autodiff, taking expert `e`'s slice of a stacked parameter makes the backward pass allocate
 /// and add a zero gradient of the *whole* stack for every expert and projection, which made the
-/// layer's forward + backward 9.7x the equal-FLOP dense layer's at 128 tokens (BENCHMARKS.md,
+/// layer's forward + backward 9.7x the equal-FLOP dense layer's at 128 tokens (docs/benchmarks-history.md,
 /// issue 10). Each expert's products read its own contiguous matrices either way.
 #[derive(Module, Debug)]
 pub struct Experts<B: Backend> {

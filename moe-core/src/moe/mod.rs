@@ -3,6 +3,7 @@
 
 mod dispatch;
 mod experts;
+mod layer_routing;
 mod noisy_gating;
 mod router;
 mod routing;
@@ -12,6 +13,7 @@ mod topk;
 
 pub use dispatch::DispatchPlan;
 pub use experts::{Experts, ExpertsConfig};
+pub use layer_routing::LayerRouting;
 pub use noisy_gating::{importance_load, noise_std, ImportanceLoad, NOISE_FLOOR};
 pub use router::{Router, RouterConfig, RouterOutput};
 pub use routing::{expert_capacity, updated_expert_bias, RoutingConfig, Scoring};

@@ -111,12 +111,12 @@ impl<B: Backend> Projection<B> {
         shape[D - 1] = d_out;
         let rows = x.shape().num_elements() / d_in.max(1);
         let x = reshaped(x, [rows, d_in]);
-        let x = match (self.blocks(), self.packed()) {
-            (Some(w), _) => quantized_linear(x, w),
-            (None, Some(w)) => packed_linear(x, w),
-            (None, None) => Err(x),
+        let weight = || self.weight.val();
+        let out = match (self.blocks(), self.packed()) {
+            (Some(w), _) => quantized_linear(x, w, weight),
+            (None, Some(w)) => packed_linear(x, w, weight),
+            (None, None) => matmul_weight(x, weight()),
         };
-        let out = x.unwrap_or_else(|x| matmul_weight(x, self.weight.val()));
         let out = match &self.bias {
             Some(bias) => out + bias.val().unsqueeze::<2>(),
             None => out,
@@ -128,8 +128,8 @@ impl<B: Backend> Projection<B> {
 /// `x.reshape(shape)`, but `x` itself where it already has that shape. Why: burn-flex's
 /// `reshape` copies, on the calling thread, any view that does not start at its buffer's first
 /// element, even to the shape it has; an expert's rows of the tokens sorted by expert are such
-/// a view, and that copy was 1.5% of the MoE layer's forward at `T = 2048` (`perf`, session
-/// 19) while the other core waited. The kernels read such views in place.
+/// a view, and that copy was 1.5% of the MoE layer's forward at `T = 2048` (`perf`,
+/// 2026-11-25, Zen 3) while the other core waited. The kernels read such views in place.
 fn reshaped<B: Backend, const D: usize, const R: usize>(x: Tensor<B, D>, shape: [usize; R]) -> Tensor<B, R> {
     if D == R && x.dims()[..] == shape[..] {
         Tensor::from_primitive(x.into_primitive())

@@ -85,28 +85,8 @@ impl<B: Backend> RopeTable<B> {
     /// # Shapes
     /// - `x`: `[B, S, N, Dh]` (`N` heads) -> `[B, S, N, Dh]`
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = match rope(x, &self.cos, &self.sin, self.positions) {
-            Ok(out) => return out,
-            Err(x) => x,
-        };
-        let [b, s, _, dh] = x.dims();
-        let dtype = x.dtype();
-        let batch = match self.positions {
-            RopePositions::Shared => 1,
-            RopePositions::PerRow => b,
-        };
-        let cos = self.cos.clone().cast(dtype).reshape([batch, s, 1, dh]);
-        let sin = self.sin.clone().cast(dtype).reshape([batch, s, 1, dh]);
-        x.clone() * cos + rotate_half(x) * sin
+        rope(x, &self.cos, &self.sin, self.positions)
     }
-}
-
-/// `[x1, x2] -> [-x2, x1]` on the last dimension.
-fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let dh = x.dims()[3];
-    let x1 = x.clone().narrow(3, 0, dh / 2);
-    let x2 = x.narrow(3, dh / 2, dh / 2);
-    Tensor::cat(vec![x2.neg(), x1], 3)
 }
 
 #[cfg(all(test, feature = "flex"))]

@@ -55,7 +55,7 @@ struct ModelArgs {
     model: PathBuf,
     /// ndarray or flex (CPU), wgpu, or cuda (when built with `--features cuda`). The default
     /// is flex where it is compiled in: the fastest CPU backend for prompts and decoding alike
-    /// (see BENCHMARKS.md).
+    /// (see docs/benchmarks-history.md).
     #[arg(long, default_value_t = BackendKind::fastest_cpu())]
     backend: BackendKind,
     /// Compute dtype: f32, f16 (flex, cuda, wgpu with SHADER_F16) or bf16 (flex, cuda).
