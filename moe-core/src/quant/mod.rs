@@ -9,7 +9,6 @@ mod matrix;
 mod quantize;
 
 pub use dequantize::dequantize;
-#[cfg(x86_simd)]
 pub(crate) use dequantize::scale_min_k4;
 pub use ggml_type::GgmlType;
 pub use matrix::{BlockSource, QuantMatrix, QuantRows};
