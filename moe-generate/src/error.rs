@@ -31,6 +31,13 @@ pub enum GenerateError {
         max: usize,
     },
 
+    /// A chat template does not compile, refuses the messages, or its file cannot be read.
+    #[error("chat template: {reason}")]
+    ChatTemplate {
+        /// What went wrong (with the template's line where known).
+        reason: String,
+    },
+
     /// A tokenizer file cannot be read or used.
     #[error("tokenizer {path}: {reason}")]
     Tokenizer {

@@ -18,6 +18,7 @@ use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, Tokenizer};
 
+use crate::chat_template::ChatTemplate;
 use crate::error::GenerateError;
 use crate::tokenizer::TextTokenizer;
 
@@ -123,7 +124,15 @@ impl TextTokenizer {
                 .map_err(|e| error(format!("cannot add the BOS token: {e}")))?;
             tokenizer.with_post_processor(Some(template));
         }
-        Ok(Self::new(tokenizer).with_special_ids(bos, eos))
+        let tokenizer = Self::new(tokenizer).with_special_ids(bos, eos);
+        // The model's chat template, with its BOS/EOS token texts.
+        match file.get("tokenizer.chat_template").and_then(GgufValue::as_str) {
+            Some(source) => {
+                let text = |id: Option<u32>| id.map(|id| tokens[id as usize].to_string());
+                Ok(tokenizer.with_chat_template(ChatTemplate::new(source, text(bos), text(eos))?))
+            }
+            None => Ok(tokenizer),
+        }
     }
 }
 

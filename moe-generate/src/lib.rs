@@ -12,15 +12,19 @@
 
 #![warn(missing_docs)]
 
+pub mod chat_template;
 pub mod error;
 pub mod generate;
 mod gguf_tokenizer;
+pub mod mixtral_chat;
 pub mod sampling;
 pub mod text;
 pub mod tokenizer;
 
+pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{check_ids, GenerateError};
 pub use generate::{generate, GenerationConfig, GenerationOutput};
+pub use mixtral_chat::{mixtral_chat_prompt, Turn};
 pub use sampling::{Sampler, SamplingConfig};
-pub use text::{mixtral_chat_prompt, TextCollector, Turn};
+pub use text::TextCollector;
 pub use tokenizer::{TextStream, TextTokenizer};

@@ -1,21 +1,25 @@
 //! Text <-> token ids through the `tokenizers` crate, with the special ids a model needs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokenizers::Tokenizer;
 
+use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::error::GenerateError;
+use crate::mixtral_chat::{mixtral_chat_prompt, Turn};
 
 /// Names special tokens go by in common tokenizers, most likely first.
 const BOS_NAMES: &[&str] = &["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"];
 const EOS_NAMES: &[&str] = &["</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|eot_id|>"];
 
-/// A `tokenizer.json` with its BOS/EOS ids resolved.
+/// A `tokenizer.json` with its BOS/EOS ids resolved, and the model's chat template if it has one.
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     bos: Option<u32>,
     eos: Option<u32>,
+    chat_template: Option<Arc<ChatTemplate>>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -24,6 +28,7 @@ impl std::fmt::Debug for TextTokenizer {
             .field("vocab_size", &self.vocab_size())
             .field("bos", &self.bos)
             .field("eos", &self.eos)
+            .field("chat_template", &self.chat_template.is_some())
             .finish()
     }
 }
@@ -43,14 +48,66 @@ impl TextTokenizer {
         Ok(Self::new(inner))
     }
 
-    /// `model_dir/tokenizer.json`, if the folder has one.
+    /// `model_dir/tokenizer.json`, if the folder has one, with the folder's chat template
+    /// (`chat_template.jinja` or `tokenizer_config.json`'s `chat_template`; see
+    /// [`ChatTemplate::from_model_dir`]).
     pub fn from_model_dir(model_dir: impl AsRef<Path>) -> Result<Option<Self>, GenerateError> {
         let path = model_dir.as_ref().join("tokenizer.json");
-        if path.is_file() {
-            Self::from_file(path).map(Some)
-        } else {
-            Ok(None)
+        if !path.is_file() {
+            return Ok(None);
         }
+        let tokenizer = Self::from_file(path)?;
+        Ok(Some(match ChatTemplate::from_model_dir(model_dir)? {
+            Some(template) => tokenizer.with_chat_template(template),
+            None => tokenizer,
+        }))
+    }
+
+    /// Uses `template` for [`Self::chat_prompt`].
+    pub fn with_chat_template(mut self, template: ChatTemplate) -> Self {
+        self.chat_template = Some(Arc::new(template));
+        self
+    }
+
+    /// The model's chat template, if it came with one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_deref()
+    }
+
+    /// The prompt text of a chat, ready for the assistant's answer: the model's own template,
+    /// or Mixtral-Instruct's (system messages before the first user message, then user and
+    /// assistant alternating, ending with the user's; an error naming the message otherwise).
+    /// The text starts with its BOS token where the template writes one: encode it without
+    /// special tokens.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, GenerateError> {
+        if let Some(template) = &self.chat_template {
+            return template.render(messages, true);
+        }
+        let mut system: Vec<&str> = Vec::new();
+        let mut turns: Vec<Turn> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let expecting_user = turns.last().is_none_or(|t| t.assistant.is_some());
+            match m.role.as_str() {
+                "system" if turns.is_empty() => system.push(&m.content),
+                "user" if expecting_user => turns.push(Turn { user: m.content.clone(), assistant: None }),
+                "assistant" if !expecting_user => {
+                    turns.last_mut().expect("a user turn").assistant = Some(m.content.clone())
+                }
+                role => {
+                    return Err(GenerateError::ChatTemplate {
+                        reason: format!(
+                            "message {i} ({role}): the Mixtral-Instruct template takes system messages first, then \
+                             user and assistant messages alternating"
+                        ),
+                    })
+                }
+            }
+        }
+        if turns.last().is_none_or(|t| t.assistant.is_some()) {
+            return Err(GenerateError::ChatTemplate { reason: "the last message must be the user's".into() });
+        }
+        let system = system.join("\n\n");
+        Ok(mixtral_chat_prompt((!system.is_empty()).then_some(system.as_str()), &turns))
     }
 
     /// Wraps a tokenizer, finding BOS/EOS among its special tokens by their usual names.
@@ -58,7 +115,7 @@ impl TextTokenizer {
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
         let bos = find(BOS_NAMES);
         let eos = find(EOS_NAMES);
-        Self { inner, bos, eos }
+        Self { inner, bos, eos, chat_template: None }
     }
 
     /// Overrides the special ids (e.g. with the model config's `bos_token_id` / `eos_token_id`).

@@ -44,7 +44,7 @@ pub mod serve;
 
 pub use error::InferError;
 pub use moe_generate::{
-    generate, mixtral_chat_prompt, GenerateError, GenerationConfig, GenerationOutput, Sampler, SamplingConfig,
-    TextCollector, TextStream, TextTokenizer, Turn,
+    generate, mixtral_chat_prompt, ChatMessage, ChatTemplate, GenerateError, GenerationConfig, GenerationOutput,
+    Sampler, SamplingConfig, TextCollector, TextStream, TextTokenizer, Turn,
 };
 pub use score::{score, ScoreOutput};

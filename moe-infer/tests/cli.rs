@@ -561,6 +561,35 @@ fn serve_refuses_when_full_and_cuts_running_streams_on_shutdown() {
     assert!(exit.success(), "{exit:?}: {:#?}", server.log());
 }
 
+/// `--chat-template FILE` is what `chat` renders each turn with: a template that refuses the
+/// messages (`raise_exception`) is an error naming its message; one that accepts them answers.
+#[test]
+fn chat_renders_the_chat_template_it_is_given() {
+    let tiny = fixture("tiny-mixtral");
+    let dir = tempfile::tempdir().unwrap();
+    let chat = |template: &str| {
+        let path = dir.path().join("t.jinja");
+        std::fs::write(&path, template).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moe-infer"))
+            .args(["chat", "--model", tiny.to_str().unwrap(), "--tokenizer", &tokenizer_file(), "-n", "4"])
+            .args(["--temperature", "0", "--chat-template", path.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"hello\n/exit\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = chat("{{ raise_exception('this model takes no ' + messages[0].role + ' turns') }}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("this model takes no user turns"), "{stderr}");
+    let out = chat("{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tok/s"));
+}
+
 /// `moe-infer run MODEL` is `chat` with the model as its argument (Ollama's habit).
 #[test]
 fn run_is_chat_with_a_positional_model() {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use moe_core::backend::{run_on, BackendKind, Precision};
+use moe_core::config::Family;
 use moe_core::moe::{RoutingConfig, Scoring};
 
 use crate::config::{TrainConfig, PRESETS};
@@ -98,6 +99,13 @@ pub struct SettingsArgs {
     /// compute per token). Exported as MistralForCausalLM.
     #[arg(long)]
     pub dense: bool,
+    /// Train a model of another family on the preset's (or --config's) shape, with the options
+    /// its published models use: qwen2_moe (q/k/v biases, gated shared expert, raw top-k
+    /// weights), qwen3_moe (per-head q/k norms), olmoe (q/k norms, raw top-k weights),
+    /// granitemoe (embedding, residual, score and logit multipliers; tied embeddings), or
+    /// mixtral (the default). The model is exported in that family's Hub layout.
+    #[arg(long, value_name = "MODEL_TYPE", conflicts_with_all = ["dense", "init"])]
+    pub arch: Option<String>,
     /// Train only the routers; every other parameter keeps its starting value (with --init:
     /// a fresh router over an upcycled or merged model).
     #[arg(long)]
@@ -273,6 +281,16 @@ impl Cli {
             t.aux_loss_coef = self.settings.aux_loss_coef;
         }
         t.routers_only |= self.settings.routers_only;
+        if let Some(arch) = &self.settings.arch {
+            let family = match Family::from_model_type(arch) {
+                Some((family, false)) => family,
+                _ => {
+                    let known: Vec<_> = Family::ALL.iter().map(|f| f.model_type()).collect();
+                    bail!("--arch {arch}: not a model type this trainer builds ({})", known.join(", "))
+                }
+            };
+            config.model = config.model.with_family(family);
+        }
         self.routing.apply(&mut config.model.routing);
         if let Some(m) = self.settings.fine_grained {
             let model = &mut config.model;
@@ -386,7 +404,7 @@ fn describe(setup: &RunSetup) {
     let m = &c.model;
     let ffn = match m.dense {
         true => format!("dense FFN {} wide", m.d_ff),
-        false => format!("{} experts (top-{})", m.n_experts, m.top_k),
+        false => format!("{} experts (top-{}), {}", m.n_experts, m.top_k, m.family),
     };
     log::info!(
         "run {}: {} layers, d_model {}, {ffn}, vocab {}; {:.2}M parameters, {:.2}M active per token",

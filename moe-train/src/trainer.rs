@@ -297,7 +297,7 @@ pub fn evaluate<B: Backend>(
     let device = model.devices()[0].clone();
     let b = batch_size.min(split.len()).max(1);
     let batches = (split.len() / b).clamp(1, max_batches);
-    let moe_layers = if c.dense { 0 } else { c.n_layers };
+    let moe_layers = c.n_sparse_layers();
     let mut stats = RouterStats::new(moe_layers, c.n_experts, n_tasks);
     let mut loss_sum = 0.0;
     // Per task: summed next-token NLL and tokens.

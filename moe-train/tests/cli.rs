@@ -71,6 +71,8 @@ fn bad_input_is_a_clear_error() {
         (&["--resume", "nothing-here"], "cannot resume"),
         (&["--seq-len", "1", "--out", "y"], "train.seq_len"),
         (&["--router-jitter", "1.5", "--out", "z"], "routing.jitter_noise"),
+        (&["--arch", "deepseek_v3", "--out", "w"], "--arch deepseek_v3: not a model type"),
+        (&["--arch", "qwen3_moe", "--dense"], "--dense"),
     ];
     std::fs::write(dir.path().join("bad.json"), "{\"model\": 3}").unwrap();
     for (args, needle) in cases.iter().chain([(&["--config", "bad.json"][..], "bad.json")].iter()) {
@@ -182,6 +184,25 @@ fn model_dir(summary: &serde_json::Value, cwd: &Path) -> std::path::PathBuf {
     } else {
         cwd.join(dir)
     }
+}
+
+/// `--arch` trains the preset's shape as another family and exports it in that family's Hub
+/// layout: Qwen3-MoE's per-head q/k norms and `mlp.experts.X.*_proj` keys.
+#[test]
+fn arch_trains_and_exports_another_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1", "--json"];
+    let out = moe_train(&[&["--out", "qwen", "--arch", "qwen3_moe"][..], &quick[..]].concat(), dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let model = model_dir(&summary, dir.path());
+    let hub: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!((hub["model_type"].as_str(), hub["num_experts"].as_u64()), (Some("qwen3_moe"), Some(8)), "{hub}");
+    let weights = moe_core::io::HubWeights::open(&model).unwrap();
+    let names: Vec<&str> = weights.names().collect();
+    assert!(names.contains(&"model.layers.0.self_attn.q_norm.weight"), "{names:?}");
+    assert!(names.contains(&"model.layers.1.mlp.experts.7.down_proj.weight"), "{names:?}");
 }
 
 /// From dense to sparse as a user goes: train a dense model (`--dense`), upcycle it into 4

@@ -13,6 +13,10 @@ pub type CpuAutodiff = Autodiff<Cpu>;
 /// The HF fixtures this project ships (see tests/fixtures/README.md).
 pub const MODELS: [&str; 2] = ["tiny-mixtral", "tiny-swa-bf16-sharded"];
 
+/// The fixtures of the other families (`make_family_fixtures.py`), each with every option of its
+/// family on.
+pub const FAMILY_MODELS: [&str; 4] = ["tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-olmoe", "tiny-granitemoe"];
+
 pub fn fixture(name: &str) -> PathBuf {
     manifest_dir().join("tests/fixtures").join(name)
 }
@@ -42,6 +46,14 @@ impl Reference {
         assert_eq!(t.dtype(), Dtype::F32, "{name}");
         let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         (t.shape().to_vec(), v)
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        names
     }
 
     pub fn scalar(&self, name: &str) -> f32 {

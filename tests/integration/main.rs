@@ -7,6 +7,7 @@ mod cuda;
 mod dense;
 mod equivalence;
 mod examples;
+mod families;
 mod gguf;
 mod gradients;
 mod import_errors;

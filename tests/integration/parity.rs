@@ -7,7 +7,8 @@ use moe_core::loss::{causal_lm_loss, load_balancing_loss};
 
 use crate::common::*;
 
-fn check_model(name: &str) {
+/// Logits, router logits and the three losses of fixture `name` against transformers'.
+pub fn check_model(name: &str) {
     let device = Default::default();
     let model = load_hub_checkpoint::<Cpu>(fixture(name), &device).unwrap();
     let reference = Reference::load(name);

@@ -4,11 +4,15 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::HfMixtralConfig;
+use super::{Family, HfMixtralConfig, Multipliers};
 use crate::error::{MoeError, Result};
 use crate::moe::RoutingConfig;
+use crate::nn::AttentionOptions;
 
-/// Shape and hyper-parameters of a Mixtral-architecture model.
+/// Shape and hyper-parameters of a decoder model of any supported [`Family`]: Mixtral, its
+/// dense siblings (Mistral, Llama), Qwen2-MoE, Qwen3-MoE, OLMoE, Granite-MoE. The families are
+/// options of one model (attention options, dense layers, multipliers, routing), not separate
+/// code.
 ///
 /// Build one from a preset ([`MixtralConfig::tiny`], [`MixtralConfig::mixtral_8x7b`], ...), from an
 /// HF `config.json` ([`MixtralConfig::from_hf_file`]), or as a struct literal followed by
@@ -60,6 +64,25 @@ pub struct MixtralConfig {
     /// `MistralForCausalLM` / `LlamaForCausalLM` load as dense models.
     #[serde(default)]
     pub dense: bool,
+    /// The published family: decides the checkpoint's key names and `config.json`'s
+    /// `model_type`, nothing the model computes.
+    #[serde(default)]
+    pub family: Family,
+    /// Query/key norms, projection biases, clipping and the score scale.
+    #[serde(default)]
+    pub attention: AttentionOptions,
+    /// Layers (from 0, ascending) of a sparse model whose feed-forward block is one dense SwiGLU
+    /// of width [`Self::dense_d_ff`] instead of the MoE (Qwen-MoE's `mlp_only_layers` and
+    /// `decoder_sparse_step`).
+    #[serde(default)]
+    pub dense_layers: Vec<usize>,
+    /// Width of those dense layers' SwiGLU (Qwen-MoE's `intermediate_size`, where `d_ff` is
+    /// `moe_intermediate_size`); `d_ff` when unset.
+    #[serde(default)]
+    pub dense_d_ff: Option<usize>,
+    /// Embedding, residual and logit multipliers (Granite-MoE).
+    #[serde(default)]
+    pub multipliers: Multipliers,
 }
 
 impl MixtralConfig {
@@ -87,6 +110,11 @@ impl MixtralConfig {
             pad_token_id: None,
             routing: RoutingConfig::default(),
             dense: false,
+            family: Family::Mixtral,
+            attention: AttentionOptions::default(),
+            dense_layers: Vec::new(),
+            dense_d_ff: None,
+            multipliers: Multipliers::default(),
         }
     }
 
@@ -94,7 +122,38 @@ impl MixtralConfig {
     /// vocabulary, and one FFN `d_ff` wide in every layer. `top_k * self.d_ff` matches the
     /// MoE's active FFN parameters per token (equal compute); `n_experts * self.d_ff` its total.
     pub fn to_dense(&self, d_ff: usize) -> Self {
-        Self { d_ff, n_experts: 1, top_k: 1, routing: RoutingConfig::default(), dense: true, ..self.clone() }
+        Self {
+            d_ff,
+            n_experts: 1,
+            top_k: 1,
+            routing: RoutingConfig::default(),
+            dense: true,
+            dense_layers: Vec::new(),
+            dense_d_ff: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether layer `n`'s feed-forward block is one dense SwiGLU (every layer of a dense
+    /// model, the [`Self::dense_layers`] of a sparse one).
+    pub fn is_dense_layer(&self, n: usize) -> bool {
+        self.dense || self.dense_layers.binary_search(&n).is_ok()
+    }
+
+    /// Width of the dense layers' SwiGLU.
+    pub fn dense_width(&self) -> usize {
+        match self.dense {
+            true => self.d_ff,
+            false => self.dense_d_ff.unwrap_or(self.d_ff),
+        }
+    }
+
+    /// Layers whose feed-forward block is the MoE.
+    pub fn n_sparse_layers(&self) -> usize {
+        match self.dense {
+            true => 0,
+            false => self.n_layers - self.dense_layers.len().min(self.n_layers),
+        }
     }
 
     /// Whether a model of config `other` has other parameters (names or shapes) than one of
@@ -134,6 +193,11 @@ impl MixtralConfig {
             pad_token_id: None,
             routing: RoutingConfig::default(),
             dense: false,
+            family: Family::Mixtral,
+            attention: AttentionOptions::default(),
+            dense_layers: Vec::new(),
+            dense_d_ff: None,
+            multipliers: Multipliers::default(),
         }
     }
 
@@ -220,6 +284,26 @@ impl MixtralConfig {
         if self.sliding_window == Some(0) {
             return Err(MoeError::config("sliding_window", "must be null or at least 1"));
         }
+        self.attention.validate()?;
+        self.multipliers.validate()?;
+        self.validate_family()?;
+        if self.dense && !self.dense_layers.is_empty() {
+            return Err(MoeError::config("mlp_only_layers", "must be empty in a dense model: every layer is dense"));
+        }
+        if !self.dense_layers.windows(2).all(|w| w[0] < w[1]) {
+            return Err(MoeError::config("mlp_only_layers", "must list each layer once, in ascending order"));
+        }
+        if let Some(&last) = self.dense_layers.last() {
+            if last >= self.n_layers {
+                return Err(MoeError::config(
+                    "mlp_only_layers",
+                    format!("names layer {last}, but the model has {} layers (from 0)", self.n_layers),
+                ));
+            }
+        }
+        if self.dense_d_ff == Some(0) {
+            return Err(MoeError::config("intermediate_size", "(the dense layers' width) must be at least 1"));
+        }
         if !(self.router_aux_loss_coef.is_finite() && self.router_aux_loss_coef >= 0.0) {
             return Err(MoeError::config("router_aux_loss_coef", "must be a non-negative number"));
         }
@@ -256,6 +340,75 @@ impl MixtralConfig {
         Ok(())
     }
 
+    /// Checks that the family's checkpoints can say what the options are (so that export writes
+    /// a `config.json` transformers reads as this model): the error names the first option its
+    /// family has no key for.
+    fn validate_family(&self) -> Result<()> {
+        use crate::nn::QkNorm;
+        let (f, a) = (self.family, &self.attention);
+        let qk_norm = match f {
+            Family::Qwen3Moe => QkNorm::PerHead,
+            Family::Olmoe => QkNorm::Whole,
+            _ => QkNorm::None,
+        };
+        let problem = if a.qk_norm != qk_norm {
+            Some(("attention.qk_norm", format!("must be {qk_norm:?} in a {f} model")))
+        } else if f == Family::Qwen2Moe && a.o_bias {
+            Some(("attention.o_bias", format!("must be false in a {f} model (its biases are `qkv_bias`)")))
+        } else if f != Family::Qwen2Moe && a.qkv_bias != a.o_bias {
+            Some(("attention.qkv_bias", format!("must equal attention.o_bias in a {f} model (`attention_bias`)")))
+        } else if f == Family::Mixtral && !self.dense && a.qkv_bias {
+            Some((
+                "attention.qkv_bias",
+                "must be false in a Mixtral model (only dense Llama models have biases)".into(),
+            ))
+        } else if f != Family::Olmoe && a.clip_qkv.is_some() {
+            Some(("attention.clip_qkv", format!("is OLMoE's; a {f} model has no such key")))
+        } else if f != Family::GraniteMoe && (a.scale.is_some() || !self.multipliers.is_identity()) {
+            Some(("multipliers", format!("are Granite-MoE's; a {f} model has no such keys")))
+        } else if f == Family::GraniteMoe && !self.routing.normalize_top_k {
+            Some(("routing.normalize_top_k", format!("must be true in a {f} model")))
+        } else if !matches!(f, Family::Qwen2Moe | Family::Qwen3Moe) && !self.dense_layers.is_empty() {
+            Some(("dense_layers", format!("are Qwen-MoE's `mlp_only_layers`; a {f} model has no such key")))
+        } else if let Some(field) = self.routing_beyond_family() {
+            Some((field, format!("has no key in a {f} model's config.json (Mixtral's config carries it)")))
+        } else if self.dense && f != Family::Mixtral {
+            Some(("dense", format!("dense models are Mistral or Llama, not {f}")))
+        } else {
+            None
+        };
+        match problem {
+            Some((field, reason)) => Err(MoeError::config(field, reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// The first routing option (as `routing.<field>`) that a model of another family than
+    /// Mixtral cannot have: those that change inference or add weights, beyond the family's own
+    /// (Qwen2-MoE's one gated shared expert, Qwen's and OLMoE's raw top-k weights). Options
+    /// that only act while training (jitter, capacity, expert choice) are any family's.
+    fn routing_beyond_family(&self) -> Option<&'static str> {
+        let (f, r) = (self.family, &self.routing);
+        if f == Family::Mixtral || self.dense {
+            return None;
+        }
+        let shared = match f {
+            Family::Qwen2Moe => !(r.n_shared_experts == 1 && r.shared_expert_gate),
+            _ => r.n_shared_experts > 0,
+        };
+        [
+            ("routing.scoring", r.scoring != crate::moe::Scoring::Softmax),
+            ("routing.scaling_factor", r.scaling_factor != 1.0),
+            ("routing.eval_capacity_factor", r.eval_capacity_factor.is_some()),
+            ("routing.expert_bias", r.has_expert_bias()),
+            ("routing.n_groups", r.n_groups != 1),
+            ("routing.noisy_gating", r.noisy_gating),
+            ("routing.n_shared_experts", shared),
+        ]
+        .into_iter()
+        .find_map(|(field, beyond)| beyond.then_some(field))
+    }
+
     /// Configs describing more parameters than this (100 trillion) are refused by
     /// [`Self::validate`].
     pub const MAX_PARAMS: u64 = 100_000_000_000_000;
@@ -274,21 +427,37 @@ impl MixtralConfig {
         ]
         .map(|x| x as u64);
         let mul = |a: u64, b: u64| a.checked_mul(b);
-        let attention = mul(mul(2, d)?, mul(h, dh)?.checked_add(mul(g, dh)?)?)?;
+        let (q_dim, kv_dim) = (mul(h, dh)?, mul(g, dh)?);
+        let attention = mul(mul(2, d)?, q_dim.checked_add(kv_dim)?)?
+            .checked_add(self.checked_attention_extras(q_dim, kv_dim)?)?
+            .checked_add(mul(2, d)?)?; // the layer's two norms
         let experts = mul(mul(e, 3)?, mul(d, f)?)?;
         let shared = match self.routing.shared_width(self.d_ff) {
             Some(width) => mul(mul(3, d)?, width as u64)?.checked_add(d)?,
             None => 0,
         };
-        let per_layer = attention
-            .checked_add(experts)?
+        let sparse_layer = experts
             .checked_add(shared)?
-            .checked_add(if self.dense { 0 } else { mul(e, d)? })?
+            .checked_add(mul(e, d)?)?
             .checked_add(if self.routing.has_expert_bias() { e } else { 0 })?
-            .checked_add(if self.routing.noisy_gating { mul(e, d)? } else { 0 })?
-            .checked_add(mul(2, d)?)?;
+            .checked_add(if self.routing.noisy_gating { mul(e, d)? } else { 0 })?;
+        let dense_layer = mul(mul(3, d)?, self.dense_width() as u64)?;
+        let n_sparse = self.n_sparse_layers() as u64;
+        let ffns = mul(n_sparse, sparse_layer)?.checked_add(mul(l - n_sparse, dense_layer)?)?;
         let heads = if self.tie_word_embeddings { 1 } else { 2 };
-        mul(heads, mul(v, d)?)?.checked_add(d)?.checked_add(mul(l, per_layer)?)
+        mul(heads, mul(v, d)?)?.checked_add(d)?.checked_add(mul(l, attention)?)?.checked_add(ffns)
+    }
+
+    /// [`AttentionOptions::extra_params`] in checked arithmetic.
+    fn checked_attention_extras(&self, q_dim: u64, kv_dim: u64) -> Option<u64> {
+        let a = &self.attention;
+        let norms = match a.qk_norm {
+            crate::nn::QkNorm::None => 0,
+            crate::nn::QkNorm::PerHead => (self.head_dim as u64).checked_mul(2)?,
+            crate::nn::QkNorm::Whole => q_dim.checked_add(kv_dim)?,
+        };
+        let qkv = if a.qkv_bias { q_dim.checked_add(kv_dim.checked_mul(2)?)? } else { 0 };
+        norms.checked_add(qkv)?.checked_add(if a.o_bias { self.d_model as u64 } else { 0 })
     }
 
     /// Bytes of all weights stored at `bytes_per_param` bytes each.
@@ -302,7 +471,7 @@ impl MixtralConfig {
         (2 * self.n_layers * self.n_kv_heads * self.head_dim * bytes_per_value) as u64
     }
 
-    /// Parameters of one layer's experts (all of them), shared experts included.
+    /// Parameters of one sparse layer's experts (all of them), shared experts included.
     fn expert_params(&self) -> usize {
         self.n_experts * 3 * self.d_model * self.d_ff + self.shared_params()
     }
@@ -313,10 +482,12 @@ impl MixtralConfig {
         self.routing.shared_width(self.d_ff).map_or(0, |width| 3 * self.d_model * width + gate)
     }
 
+    /// Parameters of one layer's attention block and its two norms.
     fn attention_params(&self) -> usize {
-        let q_and_o = 2 * self.d_model * self.n_heads * self.head_dim;
-        let k_and_v = 2 * self.d_model * self.n_kv_heads * self.head_dim;
-        q_and_o + k_and_v
+        let (q, kv) = (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim);
+        let q_and_o = 2 * self.d_model * q;
+        let k_and_v = 2 * self.d_model * kv;
+        q_and_o + k_and_v + self.attention.extra_params(self.d_model, q, kv, self.head_dim) + 2 * self.d_model
     }
 
     fn embedding_params(&self) -> usize {
@@ -324,25 +495,27 @@ impl MixtralConfig {
         self.vocab_size * self.d_model + head + self.d_model
     }
 
+    /// Parameters of one sparse layer's feed-forward block: router and experts.
+    fn sparse_ffn_params(&self) -> usize {
+        let router = (1 + self.routing.noisy_gating as usize) * self.n_experts * self.d_model; // gate (and noise)
+        router + if self.routing.has_expert_bias() { self.n_experts } else { 0 } + self.expert_params()
+    }
+
     /// All parameters of the model.
     pub fn num_params(&self) -> usize {
-        let router = match (self.dense, self.routing.noisy_gating) {
-            (true, _) => 0,
-            (false, noisy) => (1 + noisy as usize) * self.n_experts * self.d_model, // gate (and noise)
-        };
-        let per_layer = self.attention_params()
-            + router
-            + if self.routing.has_expert_bias() { self.n_experts } else { 0 }
-            + self.expert_params()
-            + 2 * self.d_model; // two norms
-        self.embedding_params() + self.n_layers * per_layer
+        let n_sparse = self.n_sparse_layers();
+        let dense_ffn = 3 * self.d_model * self.dense_width();
+        self.embedding_params()
+            + self.n_layers * self.attention_params()
+            + n_sparse * self.sparse_ffn_params()
+            + (self.n_layers - n_sparse) * dense_ffn
     }
 
     /// Parameters that take part in one token's forward pass (only `top_k` routed experts per
-    /// layer, and the shared ones).
+    /// sparse layer, and the shared ones).
     pub fn num_active_params(&self) -> usize {
         let inactive = (self.n_experts - self.top_k) * 3 * self.d_model * self.d_ff;
-        self.num_params() - self.n_layers * inactive
+        self.num_params() - self.n_sparse_layers() * inactive
     }
 }
 
@@ -355,6 +528,36 @@ mod tests {
         for config in [MixtralConfig::tiny(), MixtralConfig::mixtral_8x7b(), MixtralConfig::mixtral_8x22b()] {
             config.validate().unwrap();
         }
+        for family in Family::ALL {
+            let config = MixtralConfig::tiny_of(family);
+            config.validate().unwrap();
+            assert_eq!(config.checked_num_params(), Some(config.num_params() as u64), "{family}");
+        }
+    }
+
+    #[test]
+    fn options_a_family_cannot_express_are_refused_by_name() {
+        let mut c = MixtralConfig::tiny_of(Family::Qwen3Moe);
+        c.attention.qk_norm = crate::nn::QkNorm::Whole;
+        assert!(c.validate().unwrap_err().to_string().contains("attention.qk_norm"));
+        let c = MixtralConfig { dense_layers: vec![0], ..MixtralConfig::tiny() };
+        assert!(c.validate().unwrap_err().to_string().contains("dense_layers"));
+        let c = MixtralConfig { dense_layers: vec![1, 0], ..MixtralConfig::tiny_of(Family::Qwen2Moe) };
+        assert!(c.validate().unwrap_err().to_string().contains("ascending"));
+        let c = MixtralConfig { dense_layers: vec![7], ..MixtralConfig::tiny_of(Family::Qwen2Moe) };
+        assert!(c.validate().unwrap_err().to_string().contains("layer 7"));
+        let mut c = MixtralConfig::tiny_of(Family::GraniteMoe);
+        c.multipliers.residual = f64::NAN;
+        assert!(c.validate().unwrap_err().to_string().contains("residual_multiplier"));
+        let mut c = MixtralConfig::tiny_of(Family::Olmoe);
+        c.attention.clip_qkv = Some(-1.0);
+        assert!(c.validate().unwrap_err().to_string().contains("clip_qkv"));
+        let mut c = MixtralConfig::tiny_of(Family::Qwen3Moe);
+        c.routing.scoring = crate::moe::Scoring::Sigmoid;
+        assert!(c.validate().unwrap_err().to_string().contains("routing.scoring"));
+        let mut c = MixtralConfig::tiny_of(Family::Qwen2Moe);
+        c.routing.shared_expert_gate = false;
+        assert!(c.validate().unwrap_err().to_string().contains("routing.n_shared_experts"));
     }
 
     #[test]

@@ -128,7 +128,13 @@ pub fn upcycle<B: Backend>(dense: Mixtral<B>, config: &UpcycleConfig) -> Result<
     let layers = layers
         .into_iter()
         .map(|layer| {
-            let DecoderLayer { input_layernorm, self_attn, post_attention_layernorm, feed_forward } = layer;
+            let DecoderLayer {
+                input_layernorm,
+                self_attn,
+                post_attention_layernorm,
+                feed_forward,
+                residual_multiplier,
+            } = layer;
             let FeedForward::Dense(mlp) = feed_forward else { unreachable!("validated: the model is dense") };
             let moe = sparse_block(&mlp, &model_config, config, &mut draws, &device);
             DecoderLayer {
@@ -136,6 +142,7 @@ pub fn upcycle<B: Backend>(dense: Mixtral<B>, config: &UpcycleConfig) -> Result<
                 self_attn,
                 post_attention_layernorm,
                 feed_forward: FeedForward::Sparse(moe),
+                residual_multiplier,
             }
         })
         .collect();

@@ -118,6 +118,11 @@ pub fn mixtral_config(file: &GgufFile) -> Result<MixtralConfig> {
         // llama.cpp's `llama` architecture renormalises the top-k weights and never jitters.
         routing: Default::default(),
         dense,
+        family: crate::config::Family::Mixtral,
+        attention: Default::default(),
+        dense_layers: Vec::new(),
+        dense_d_ff: None,
+        multipliers: Default::default(),
     };
     config.validate().map_err(|e| file.error(format!("the metadata describes an invalid model: {e}")))?;
     if let Some(rot) = uint("rope.dimension_count")? {

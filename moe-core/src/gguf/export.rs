@@ -103,7 +103,7 @@ pub fn convert_to_gguf(
     options: &GgufExport,
 ) -> Result<()> {
     write_mixtral_gguf(config, path.as_ref(), options, |param, part| {
-        let key = param.key(part);
+        let key = param.key(part, config.family);
         let hub_shape = param.hub_shape(config);
         match weights.read_f32(&key)? {
             Some(t) if t.shape == hub_shape => Ok(t.values),
@@ -119,6 +119,21 @@ pub fn convert_to_gguf(
     })
 }
 
+/// The first option of `config` outside llama.cpp's `llama` architecture (other than routing,
+/// checked with [`crate::moe::RoutingConfig::inference_differs_from_mixtral`]).
+fn beyond_llama(config: &MixtralConfig) -> Option<String> {
+    let a = &config.attention;
+    if config.family != crate::config::Family::Mixtral {
+        Some(format!("family {}", config.family))
+    } else if a.qkv_bias || a.o_bias {
+        Some("attention biases".into())
+    } else if !config.dense_layers.is_empty() {
+        Some("dense layers between sparse ones".into())
+    } else {
+        None
+    }
+}
+
 /// The writer behind both: `values(param, part)` gives a parameter's values in the Hub layout.
 fn write_mixtral_gguf(
     config: &MixtralConfig,
@@ -127,6 +142,12 @@ fn write_mixtral_gguf(
     values: impl Fn(ParamId, usize) -> Result<Vec<f32>>,
 ) -> Result<()> {
     config.validate()?;
+    if let Some(what) = beyond_llama(config) {
+        return Err(MoeError::Unsupported(format!(
+            "writing a model with {what} to GGUF: this crate writes llama.cpp's `llama` architecture, which has no such \
+             option, so the file would compute other logits"
+        )));
+    }
     // The file would load (here and in llama.cpp) as a model that routes the `llama` way.
     if let Some(field) = config.routing.inference_differs_from_mixtral() {
         return Err(MoeError::Unsupported(format!(

@@ -73,6 +73,15 @@ pub fn gguf_source(param: ParamId, part: usize, merged: bool, n_heads: usize, n_
             };
             GgufSource { tensor: format!("blk.{n}.{name}.weight"), expert: None, permuted_heads: heads }
         }
+        // llama.cpp's names in its `qwen2moe`, `qwen3moe` and `olmoe` architectures.
+        ParamId::AttentionBias(n, p) => plain(match p {
+            AttentionProj::Q => format!("blk.{n}.attn_q.bias"),
+            AttentionProj::K => format!("blk.{n}.attn_k.bias"),
+            AttentionProj::V => format!("blk.{n}.attn_v.bias"),
+            AttentionProj::O => format!("blk.{n}.attn_output.bias"),
+        }),
+        ParamId::QNorm(n) => plain(format!("blk.{n}.attn_q_norm.weight")),
+        ParamId::KNorm(n) => plain(format!("blk.{n}.attn_k_norm.weight")),
         ParamId::Expert(n, x, p) => {
             let ffn = match (p, part) {
                 (ExpertProj::GateUp, 0) => "ffn_gate",

@@ -38,7 +38,7 @@ impl GgufWeights {
         let mut sources = BTreeMap::new();
         let mut read = HashSet::new();
         for param in ParamId::all(config) {
-            for (part, key) in param.keys().into_iter().enumerate() {
+            for (part, key) in param.keys(config.family).into_iter().enumerate() {
                 let source = gguf_source(param, part, merged, config.n_heads, config.n_kv_heads);
                 if file.tensor(&source.tensor).is_some() {
                     read.insert(source.tensor.clone());
@@ -115,7 +115,7 @@ impl CheckpointTensors for GgufWeights {
         }
         let hub_shape = param.hub_shape(config); // [rows, cols] of each part
         let mut matrix: Option<QuantMatrix> = None;
-        for key in param.keys() {
+        for key in param.keys(config.family) {
             let source = self.sources.get(&key)?;
             let info = self.file.tensor(&source.tensor)?;
             if matches!(info.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16) {

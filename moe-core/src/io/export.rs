@@ -5,11 +5,11 @@ use burn::tensor::backend::Backend;
 use safetensors::{Dtype, View};
 
 use super::hub_keys::{hub_tensor, HubKeys};
-use crate::config::HfMixtralConfig;
+use crate::config::{Family, HfMixtralConfig};
 use crate::error::{MoeError, Result};
 use crate::fs::{write_atomic, write_atomic_with};
 use crate::model::Mixtral;
-use crate::model::ParamId;
+use crate::model::{ExpertProj, ParamId};
 
 /// The float type of exported weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,18 +93,60 @@ impl View for LazyTensor<'_> {
     }
 }
 
-/// Every checkpoint tensor of `model`, in the order of the key table.
+/// Every checkpoint tensor of `model`, in the order of the key table; Granite-MoE's experts
+/// stacked per layer as its checkpoints store them.
 fn hub_tensors<B: Backend>(model: &Mixtral<B>, dtype: WeightDtype) -> Vec<(String, LazyTensor<'_>)> {
     let config = model.config();
     let mut out = Vec::new();
+    let stacked = config.family == Family::GraniteMoe;
     for param in ParamId::all(config) {
+        if let (true, ParamId::Expert(n, x, proj)) = (stacked, param) {
+            if x == 0 {
+                out.push(stacked_experts(model, n, proj, dtype));
+            }
+            continue;
+        }
         let value = model.param(param).expect("ParamId::all lists the model's own parameters").value();
         let shape = param.hub_shape(config);
-        for (part, key) in param.keys().into_iter().enumerate() {
+        for (part, key) in param.keys(config.family).into_iter().enumerate() {
             let value = value.clone();
             let read = Box::new(move || hub_tensor(&value, param.layout(), part).1);
             out.push((key, LazyTensor { shape: shape.clone(), dtype, read }));
         }
     }
     out
+}
+
+/// Layer `n`'s experts' `proj` stacked as Granite-MoE stores them:
+/// `block_sparse_moe.input_linear.weight` `[E, 2F, D]` (each expert's gate rows, then its up
+/// rows) or `block_sparse_moe.output_linear.weight` `[E, D, F]`.
+fn stacked_experts<B: Backend>(
+    model: &Mixtral<B>,
+    n: usize,
+    proj: ExpertProj,
+    dtype: WeightDtype,
+) -> (String, LazyTensor<'_>) {
+    let config = model.config();
+    let (name, parts) = match proj {
+        ExpertProj::GateUp => ("input_linear", 2),
+        ExpertProj::Down => ("output_linear", 1),
+    };
+    let one = ParamId::Expert(n, 0, proj).hub_shape(config);
+    let shape = vec![config.n_experts, parts * one[0], one[1]];
+    let read = Box::new(move || {
+        let mut values = Vec::with_capacity(shape_len(&[config.n_experts, parts * one[0], one[1]]));
+        for x in 0..config.n_experts {
+            let param = ParamId::Expert(n, x, proj);
+            let value = model.param(param).expect("ParamId::all lists the model's own parameters").value();
+            for part in 0..parts {
+                values.extend(hub_tensor(&value, param.layout(), part).1);
+            }
+        }
+        values
+    });
+    (format!("model.layers.{n}.block_sparse_moe.{name}.weight"), LazyTensor { shape, dtype, read })
+}
+
+fn shape_len(shape: &[usize]) -> usize {
+    shape.iter().product()
 }

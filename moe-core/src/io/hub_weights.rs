@@ -20,6 +20,18 @@ pub struct HubWeights {
     shards: Vec<Shard>,
     /// Tensor name -> index into `shards`.
     locations: BTreeMap<String, usize>,
+    /// Keys of the key table that the file stores under another name or stacked with other
+    /// experts ([`Self::with_keys_of`]); the tensors they stand for are then not listed.
+    pub(super) aliases: BTreeMap<String, Alias>,
+}
+
+/// Where a key of the key table is, in a file that does not store it under that key.
+#[derive(Debug, Clone)]
+pub(super) enum Alias {
+    /// The whole tensor of another name.
+    Renamed(String),
+    /// Rows `first..first + count` of a tensor seen as `[rows, last dimension]`.
+    Rows { tensor: String, first: usize, count: usize },
 }
 
 struct Shard {
@@ -49,7 +61,8 @@ impl HubWeights {
         let dir = dir.as_ref().to_path_buf();
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let mut weights = Self { dir: dir.clone(), shards: Vec::new(), locations: BTreeMap::new() };
+        let mut weights =
+            Self { dir: dir.clone(), shards: Vec::new(), locations: BTreeMap::new(), aliases: BTreeMap::new() };
         if index_path.is_file() {
             let text = std::fs::read_to_string(&index_path).map_err(|e| MoeError::io(&index_path, e))?;
             let index: ShardIndex =
@@ -93,25 +106,51 @@ impl HubWeights {
         &self.dir
     }
 
-    /// Every tensor name, sorted.
+    /// Every tensor name in the file, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.locations.keys().map(String::as_str)
     }
 
-    /// Shape of a tensor, without reading its data.
+    /// Shape of a tensor of the file, without reading its data.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         let shard = &self.shards[*self.locations.get(name)?];
         Some(&shard.tensors[name].shape)
     }
 
-    /// Decodes one tensor to f32 (from F32, F16, BF16 or F64 on disk).
+    /// Decodes one tensor to f32 (from F32, F16, BF16 or F64 on disk): a tensor of the file,
+    /// or a key that [`Self::with_keys_of`] found under another name or stacked.
     pub fn read_f32(&self, name: &str) -> Result<Option<HostTensor>> {
+        match self.aliases.get(name) {
+            None => self.read_rows(name, None),
+            Some(Alias::Renamed(tensor)) => self.read_rows(tensor, None),
+            Some(Alias::Rows { tensor, first, count }) => self.read_rows(tensor, Some((*first, *count))),
+        }
+    }
+
+    /// A tensor of the file, or `rows = (first, count)` of it seen as `[rows, last dimension]`.
+    fn read_rows(&self, name: &str, rows: Option<(usize, usize)>) -> Result<Option<HostTensor>> {
         let Some(&i) = self.locations.get(name) else {
             return Ok(None);
         };
         let shard = &self.shards[i];
         let info = &shard.tensors[name];
         let (start, end) = info.data_offsets;
+        let (start, end, shape) = match rows {
+            None => (start, end, info.shape.clone()),
+            Some((first, count)) => {
+                // The header was validated: offsets match shape and dtype, so the rows lie inside.
+                let cols = info.shape.last().copied().unwrap_or(1);
+                let row_bytes = cols * info.dtype.bitsize() / 8;
+                let at = start + first * row_bytes;
+                (at, at + count * row_bytes, vec![count, cols])
+            }
+        };
+        if end > info.data_offsets.1 {
+            return Err(MoeError::Safetensors {
+                path: shard.path.clone(),
+                reason: format!("rows past the end of tensor `{name}`"),
+            });
+        }
         let bytes = &shard.mmap[shard.data_start + start..shard.data_start + end];
         let values = match info.dtype {
             Dtype::F32 => decode(bytes, f32::from_le_bytes),
@@ -126,7 +165,7 @@ impl HubWeights {
                 })
             }
         };
-        Ok(Some(HostTensor { shape: info.shape.clone(), values }))
+        Ok(Some(HostTensor { shape, values }))
     }
 }
 
@@ -136,7 +175,15 @@ impl super::CheckpointTensors for HubWeights {
     }
 
     fn names(&self) -> Vec<String> {
-        self.locations.keys().cloned().collect()
+        let stand_ins: std::collections::HashSet<&str> = self
+            .aliases
+            .values()
+            .map(|a| match a {
+                Alias::Renamed(t) | Alias::Rows { tensor: t, .. } => t.as_str(),
+            })
+            .collect();
+        let own = self.locations.keys().filter(|k| !stand_ins.contains(k.as_str())).cloned();
+        own.chain(self.aliases.keys().cloned()).collect()
     }
 
     /// Safetensors stores at least 16 bits per parameter (F8 is not read).

@@ -14,7 +14,7 @@ use crate::model::Mixtral;
 use crate::model::{ParamId, ParamMut};
 use crate::nn::{Projection, TokenEmbedding};
 
-/// Loads a Hub-layout Mixtral folder (`config.json` + safetensors) onto `device`.
+/// Loads a Hub-layout folder (`config.json` + safetensors) of any supported family onto `device`.
 ///
 /// Weights are converted from their on-disk dtype (F32/F16/BF16) to the device's float type.
 /// Loading is strict: missing tensors, tensors the model does not use and shape mismatches
@@ -26,7 +26,7 @@ pub fn load_hub_checkpoint<B: Backend>(dir: impl AsRef<Path>, device: &B::Device
         return Err(MoeError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found")));
     }
     let config = MixtralConfig::from_hf_file(&config_path)?;
-    let weights = HubWeights::open(dir)?;
+    let weights = HubWeights::open(dir)?.with_keys_of(&config)?;
     load_hub_weights(&config, &weights, device)
 }
 
@@ -59,18 +59,18 @@ pub fn load_hub_weights<B: Backend>(
     let mut model = config.init::<B>(device);
     let mut l = Loader { weights, used: HashSet::new(), problems: Vec::new() };
     if config.tie_word_embeddings {
-        l.used.insert(ParamId::LmHead.key(0));
+        l.used.insert(ParamId::LmHead.key(0, config.family));
     }
     for param in ParamId::all(config) {
         if let Some(matrix) = weights.quantized(param, config) {
             if param == ParamId::Embedding {
                 model.embed_tokens = TokenEmbedding::quantized(matrix, device);
-                l.used.extend(param.keys());
+                l.used.extend(param.keys(config.family));
                 continue;
             }
             if let Some(projection) = model.projection_mut(param) {
                 *projection = Projection::quantized(matrix, device);
-                l.used.extend(param.keys());
+                l.used.extend(param.keys(config.family));
                 continue;
             }
         }
@@ -131,7 +131,7 @@ impl<W: CheckpointTensors> Loader<'_, W> {
         let [d_out, d_in] = [hub_shape[0], *hub_shape.last().expect("a shape")];
         let mut parts = Vec::new();
         let mut complete = true;
-        for key in param.keys() {
+        for key in param.keys(config.family) {
             // Every key is read, so that one error lists every problem.
             match self.read(&key, &hub_shape) {
                 Some(t) if complete => parts.push(match param.layout() {

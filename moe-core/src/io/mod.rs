@@ -27,6 +27,7 @@ pub mod hub_keys;
 mod hub_weights;
 mod import;
 mod quantize_on_load;
+mod stacked_experts;
 
 pub use checkpoint_tensors::CheckpointTensors;
 pub use export::{save_hub_checkpoint, WeightDtype};

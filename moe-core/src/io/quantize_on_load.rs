@@ -94,7 +94,7 @@ impl<W: CheckpointTensors> CheckpointTensors for QuantizeOnLoad<W> {
         let (rows, cols) = (hub_shape[0], hub_shape[1]);
         ty.row_bytes(cols)?;
         let mut matrix: Option<QuantMatrix> = None;
-        for key in param.keys() {
+        for key in param.keys(config.family) {
             // Anything amiss (missing, misshapen, unreadable) is left to the float path, which
             // reports it with the rest of the checkpoint's problems.
             let tensor = self.inner.read_f32(&key).ok()??;

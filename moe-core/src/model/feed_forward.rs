@@ -5,8 +5,9 @@ use crate::config::MixtralConfig;
 use crate::moe::{SparseMoe, SparseMoeConfig};
 use crate::nn::{SwiGlu, SwiGluConfig};
 
-/// The feed-forward half of a decoder layer: Mixtral's sparse MoE block, or the one SwiGLU of
-/// a dense model (Mistral, Llama), chosen by [`MixtralConfig::dense`].
+/// The feed-forward half of a decoder layer: the sparse MoE block, or the one SwiGLU of a dense
+/// model (Mistral, Llama) or of a sparse model's dense layer (Qwen-MoE), chosen by
+/// [`MixtralConfig::is_dense_layer`].
 // One per layer: the bytes a dense layer wastes next to a sparse one do not matter, and a
 // `Box` would hide the module from Burn's derive.
 #[allow(clippy::large_enum_variant)]
@@ -19,10 +20,10 @@ pub enum FeedForward<B: Backend> {
 }
 
 impl<B: Backend> FeedForward<B> {
-    /// The block a layer of `config` has, freshly initialised.
-    pub fn init(config: &MixtralConfig, device: &B::Device) -> Self {
-        match config.dense {
-            true => Self::Dense(SwiGluConfig::new(config.d_model, config.d_ff).init(device)),
+    /// The block layer `n` of `config` has, freshly initialised.
+    pub fn init(config: &MixtralConfig, n: usize, device: &B::Device) -> Self {
+        match config.is_dense_layer(n) {
+            true => Self::Dense(SwiGluConfig::new(config.d_model, config.dense_width()).init(device)),
             false => Self::Sparse(
                 SparseMoeConfig::new(config.d_model, config.d_ff, config.n_experts)
                     .with_top_k(config.top_k)

@@ -10,9 +10,11 @@ use crate::kernels::matmul_weight;
 use crate::moe::{ImportanceLoad, LayerRouting};
 use crate::nn::{attention_mask, KvCache, Projection, RmsNorm, RmsNormConfig, RotaryEmbedding, TokenEmbedding};
 
-/// A Mixtral-architecture causal language model (HF `MixtralForCausalLM`), or with
-/// [`MixtralConfig::dense`] its dense sibling (`MistralForCausalLM`): the same attention, norms
-/// and embeddings with one SwiGLU per layer.
+/// A decoder-only causal language model: HF `MixtralForCausalLM`, or with
+/// [`MixtralConfig::dense`] its dense sibling (`MistralForCausalLM`: the same attention, norms
+/// and embeddings with one SwiGLU per layer), or with the options of another
+/// [`Family`](crate::config::Family) `Qwen2MoeForCausalLM`, `Qwen3MoeForCausalLM`,
+/// `OlmoeForCausalLM` or `GraniteMoeForCausalLM`.
 ///
 /// Field names mirror the checkpoint keys (`model.embed_tokens`, `model.layers.N.*`,
 /// `model.norm`, `lm_head`) so that import is one short table.
@@ -68,7 +70,7 @@ impl MixtralConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Mixtral<B> {
         Mixtral {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device).into(),
-            layers: (0..self.n_layers).map(|_| DecoderLayer::init(self, device)).collect(),
+            layers: (0..self.n_layers).map(|n| DecoderLayer::init(self, n, device)).collect(),
             norm: RmsNormConfig::new(self.d_model).with_epsilon(self.rms_norm_eps).init(device),
             lm_head: (!self.tie_word_embeddings)
                 .then(|| LinearConfig::new(self.d_model, self.vocab_size).with_bias(false).init(device).into()),
@@ -88,7 +90,7 @@ impl<B: Backend> Mixtral<B> {
         let device = input_ids.device();
         let mask = attention_mask::<B>(s, s, 0, self.config.sliding_window, &device);
         let rope = self.rope.range(0, s, &device);
-        let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
+        let mut x = self.embed(input_ids); // [B, S, D]
         let mut routing = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let out = layer.forward(x, &rope, mask.clone());
@@ -184,7 +186,7 @@ impl<B: Backend> Mixtral<B> {
             Some(positions) => self.rope.rows(positions, &device),
             None => self.rope.range(step.start, s, &device),
         };
-        let mut x = self.embed_tokens.forward(input_ids); // [B, S, D]
+        let mut x = self.embed(input_ids); // [B, S, D]
         let mut routing = Vec::with_capacity(self.layers.len());
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let out = layer.forward_cached(x, &rope, layer_cache, &step);
@@ -195,19 +197,39 @@ impl<B: Backend> Mixtral<B> {
         (x, routing)
     }
 
-    /// Final norm and output projection.
+    /// The token embeddings, times the embedding multiplier (Granite-MoE).
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[B, S]` -> `[B, S, D]`
+    fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let x = self.embed_tokens.forward(input_ids);
+        let m = self.config.multipliers.embedding;
+        if m == 1.0 {
+            x
+        } else {
+            x.mul_scalar(m)
+        }
+    }
+
+    /// Final norm and output projection (the logits divided by Granite-MoE's `logits_scaling`).
     ///
     /// # Shapes
     /// - `hidden`: `[B, S, D]` -> `[B, S, V]`
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         let hidden = self.norm.forward(hidden);
-        match &self.lm_head {
+        let logits = match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
                 let [b, s, d] = hidden.dims();
                 let weight = self.embed_tokens.weight.val().transpose(); // [D, V], a strided view
                 matmul_weight(hidden.reshape([b * s, d]), weight).reshape([b, s, self.config.vocab_size])
             }
+        };
+        let m = self.config.multipliers.logits_scaling;
+        if m == 1.0 {
+            logits
+        } else {
+            logits.div_scalar(m)
         }
     }
 

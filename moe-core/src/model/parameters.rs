@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 
 use super::{FeedForward, Mixtral};
 use crate::config::MixtralConfig;
-use crate::nn::Projection;
+use crate::nn::{Projection, QkNorm};
 
 /// One of the attention projections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +43,12 @@ pub enum ParamId {
     InputNorm(usize),
     /// `model.layers.N.self_attn.*_proj.weight`
     Attention(usize, AttentionProj),
+    /// `model.layers.N.self_attn.*_proj.bias` (`attention.qkv_bias`, `attention.o_bias`).
+    AttentionBias(usize, AttentionProj),
+    /// `model.layers.N.self_attn.q_norm.weight` (`attention.qk_norm`).
+    QNorm(usize),
+    /// `model.layers.N.self_attn.k_norm.weight` (`attention.qk_norm`).
+    KNorm(usize),
     /// `model.layers.N.post_attention_layernorm.weight`
     PostAttentionNorm(usize),
     /// `model.layers.N.block_sparse_moe.gate.weight`
@@ -57,7 +63,7 @@ pub enum ParamId {
     SharedExpert(usize, ExpertProj),
     /// `model.layers.N.block_sparse_moe.shared_expert_gate.weight`
     SharedExpertGate(usize),
-    /// `model.layers.N.mlp.*_proj.weight`: a dense model's FFN.
+    /// `model.layers.N.mlp.*_proj.weight`: a dense layer's FFN.
     Mlp(usize, ExpertProj),
     /// `model.norm.weight`
     FinalNorm,
@@ -99,8 +105,14 @@ impl ParamId {
         for n in 0..config.n_layers {
             out.push(Self::InputNorm(n));
             out.extend([Q, K, V, O].map(|p| Self::Attention(n, p)));
+            let a = &config.attention;
+            out.extend([Q, K, V].into_iter().filter(|_| a.qkv_bias).map(|p| Self::AttentionBias(n, p)));
+            out.extend(a.o_bias.then_some(Self::AttentionBias(n, O)));
+            if a.qk_norm != QkNorm::None {
+                out.extend([Self::QNorm(n), Self::KNorm(n)]);
+            }
             out.push(Self::PostAttentionNorm(n));
-            if config.dense {
+            if config.is_dense_layer(n) {
                 out.extend([GateUp, Down].map(|p| Self::Mlp(n, p)));
                 continue;
             }
@@ -133,15 +145,23 @@ impl ParamId {
         let c = config;
         let (d, f, e) = (c.d_model, c.d_ff, c.n_experts);
         let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let whole = c.attention.qk_norm == QkNorm::Whole;
         match self {
             Self::Embedding => vec![c.vocab_size, d],
             Self::InputNorm(_) | Self::PostAttentionNorm(_) | Self::FinalNorm => vec![d],
             Self::Attention(_, AttentionProj::Q) => vec![d, q],
             Self::Attention(_, AttentionProj::K | AttentionProj::V) => vec![d, kv],
             Self::Attention(_, AttentionProj::O) => vec![q, d],
+            Self::AttentionBias(_, AttentionProj::Q) => vec![q],
+            Self::AttentionBias(_, AttentionProj::K | AttentionProj::V) => vec![kv],
+            Self::AttentionBias(_, AttentionProj::O) => vec![d],
+            Self::QNorm(_) => vec![if whole { q } else { c.head_dim }],
+            Self::KNorm(_) => vec![if whole { kv } else { c.head_dim }],
             Self::Router(_) | Self::RouterNoise(_) => vec![d, e],
-            Self::Expert(.., ExpertProj::GateUp) | Self::Mlp(_, ExpertProj::GateUp) => vec![d, 2 * f],
-            Self::Expert(.., ExpertProj::Down) | Self::Mlp(_, ExpertProj::Down) => vec![f, d],
+            Self::Expert(.., ExpertProj::GateUp) => vec![d, 2 * f],
+            Self::Expert(.., ExpertProj::Down) => vec![f, d],
+            Self::Mlp(_, ExpertProj::GateUp) => vec![d, 2 * c.dense_width()],
+            Self::Mlp(_, ExpertProj::Down) => vec![c.dense_width(), d],
             Self::RouterBias(_) => vec![e],
             Self::SharedExpert(_, p) => {
                 let s = c.routing.shared_width(f).unwrap_or(0);
@@ -165,6 +185,9 @@ macro_rules! select_param {
         let layer = match $param {
             ParamId::InputNorm(n)
             | ParamId::Attention(n, _)
+            | ParamId::AttentionBias(n, _)
+            | ParamId::QNorm(n)
+            | ParamId::KNorm(n)
             | ParamId::PostAttentionNorm(n)
             | ParamId::Router(n)
             | ParamId::RouterBias(n)
@@ -204,6 +227,27 @@ macro_rules! select_param {
                         AttentionProj::O => $($borrow)+ attn.o_proj.weight,
                     }))
                 }
+                ParamId::AttentionBias(n, p) => {
+                    let attn = $($borrow)+ model.layers[n].self_attn;
+                    let bias = match p {
+                        AttentionProj::Q => $($borrow)+ attn.q_proj.bias,
+                        AttentionProj::K => $($borrow)+ attn.k_proj.bias,
+                        AttentionProj::V => $($borrow)+ attn.v_proj.bias,
+                        AttentionProj::O => $($borrow)+ attn.o_proj.bias,
+                    };
+                    match bias {
+                        Some(bias) => Some($wrap::Rank1(bias)),
+                        None => None,
+                    }
+                }
+                ParamId::QNorm(n) => match $($borrow)+ model.layers[n].self_attn.q_norm {
+                    Some(norm) => Some($wrap::Rank1($($borrow)+ norm.weight)),
+                    None => None,
+                },
+                ParamId::KNorm(n) => match $($borrow)+ model.layers[n].self_attn.k_norm {
+                    Some(norm) => Some($wrap::Rank1($($borrow)+ norm.weight)),
+                    None => None,
+                },
                 ParamId::Mlp(n, p) => match $($borrow)+ model.layers[n].feed_forward {
                     FeedForward::Dense(ffn) => Some($wrap::Rank2(match p {
                         ExpertProj::GateUp => $($borrow)+ ffn.gate_up.weight,

@@ -5,7 +5,7 @@ use burn::nn::LinearConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, FloatDType, Tensor};
 
-use super::{CacheStep, LayerKvCache, Projection, RopeTable};
+use super::{AttentionOptions, CacheStep, LayerKvCache, Projection, QkNorm, RmsNorm, RmsNormConfig, RopeTable};
 use crate::kernels::contiguous;
 
 /// Configuration of [`Attention`].
@@ -19,27 +19,45 @@ pub struct AttentionConfig {
     pub n_kv_heads: usize,
     /// Head size `Dh`.
     pub head_dim: usize,
+    /// Query/key norms, biases, clipping and score scale (Mixtral's attention by default).
+    #[config(default = "AttentionOptions::default()")]
+    pub options: AttentionOptions,
+    /// Epsilon of the query/key norms.
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
 }
 
 impl AttentionConfig {
-    /// Attention with freshly initialised projections.
+    /// Attention with freshly initialised projections (and norms, if the options have them).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
-        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device).into();
+        let o = &self.options;
+        let linear = |d_in, d_out, bias| LinearConfig::new(d_in, d_out).with_bias(bias).init(device).into();
         let q_dim = self.n_heads * self.head_dim;
         let kv_dim = self.n_kv_heads * self.head_dim;
+        let norm = |width: usize| Some(RmsNormConfig::new(width).with_epsilon(self.norm_eps).init(device));
+        let (q_norm, k_norm) = match o.qk_norm {
+            QkNorm::None => (None, None),
+            QkNorm::PerHead => (norm(self.head_dim), norm(self.head_dim)),
+            QkNorm::Whole => (norm(q_dim), norm(kv_dim)),
+        };
         Attention {
-            q_proj: linear(self.d_model, q_dim),
-            k_proj: linear(self.d_model, kv_dim),
-            v_proj: linear(self.d_model, kv_dim),
-            o_proj: linear(q_dim, self.d_model),
+            q_proj: linear(self.d_model, q_dim, o.qkv_bias),
+            k_proj: linear(self.d_model, kv_dim, o.qkv_bias),
+            v_proj: linear(self.d_model, kv_dim, o.qkv_bias),
+            o_proj: linear(q_dim, self.d_model, o.o_bias),
+            q_norm,
+            k_norm,
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim: self.head_dim,
+            options: *o,
         }
     }
 }
 
-/// Grouped-query self-attention with rotate-half RoPE, as HF `MixtralAttention` (eager).
+/// Grouped-query self-attention with rotate-half RoPE, as HF `MixtralAttention` (eager), with
+/// the families' options ([`AttentionOptions`]): Qwen3-MoE's per-head and OLMoE's whole-vector
+/// query/key norms, Qwen2-MoE's biases, OLMoE's clipping, Granite's score scale.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// `[D, H*Dh]`
@@ -50,12 +68,19 @@ pub struct Attention<B: Backend> {
     pub v_proj: Projection<B>,
     /// `[H*Dh, D]`
     pub o_proj: Projection<B>,
+    /// RMSNorm of the queries (`[Dh]` per head or `[H*Dh]` whole), if the options have one.
+    pub q_norm: Option<RmsNorm<B>>,
+    /// RMSNorm of the keys (`[Dh]` per head or `[G*Dh]` whole).
+    pub k_norm: Option<RmsNorm<B>>,
     /// Query heads `H`.
     pub n_heads: usize,
     /// Key/value heads `G`.
     pub n_kv_heads: usize,
     /// Head size `Dh`.
     pub head_dim: usize,
+    /// How this block differs from Mixtral's.
+    #[module(skip)]
+    pub options: AttentionOptions,
 }
 
 impl<B: Backend> Attention<B> {
@@ -98,17 +123,29 @@ impl<B: Backend> Attention<B> {
         self.merge_heads(out, b, s)
     }
 
-    /// q, k, v projections split into heads (before RoPE), positions before heads.
+    /// q, k, v projections split into heads (before RoPE), positions before heads, with the
+    /// query/key norms and clipping of the options in HF's order (OLMoE: norm over the whole
+    /// projection, then clip; Qwen3-MoE: split into heads, then norm each).
     ///
     /// # Shapes
     /// - `x`: `[B, S, D]` -> `([B, S, H, Dh], [B, S, G, Dh], [B, S, G, Dh])`
     fn project(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, s, _] = x.dims();
         let (h, g, dh) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, s, h, dh]);
-        let k = self.k_proj.forward(x.clone()).reshape([b, s, g, dh]);
-        let v = self.v_proj.forward(x).reshape([b, s, g, dh]);
-        (q, k, v)
+        let (mut q, mut k) = (self.q_proj.forward(x.clone()), self.k_proj.forward(x.clone()));
+        let mut v = self.v_proj.forward(x);
+        let whole = self.options.qk_norm == QkNorm::Whole;
+        if let (true, Some(qn), Some(kn)) = (whole, &self.q_norm, &self.k_norm) {
+            (q, k) = (qn.forward(q), kn.forward(k));
+        }
+        if let Some(c) = self.options.clip_qkv {
+            (q, k, v) = (q.clamp(-c, c), k.clamp(-c, c), v.clamp(-c, c));
+        }
+        let (mut q, mut k) = (q.reshape([b, s, h, dh]), k.reshape([b, s, g, dh]));
+        if let (false, Some(qn), Some(kn)) = (whole, &self.q_norm, &self.k_norm) {
+            (q, k) = (qn.forward(q), kn.forward(k));
+        }
+        (q, k, v.reshape([b, s, g, dh]))
     }
 
     /// Scaled dot-product attention of `q` over `k`/`v` (which may include cached positions).
@@ -123,7 +160,7 @@ impl<B: Backend> Attention<B> {
         // GQA without copying k/v: view the query heads as [G, R] groups and broadcast each
         // kv head over its group in the matmul.
         let q = contiguous(q).reshape([b, g, r * s_q, dh]);
-        let scale = (dh as f64).powf(-0.5);
+        let scale = self.options.score_scale(dh);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, G, R*Sq, Sk]
         let scores = scores.reshape([b, h, s_q, s_k]);
         let mask = mask.unsqueeze_dim::<4>(1).expand([b, h, s_q, s_k]);

@@ -2,6 +2,7 @@
 //! and the projection they are made of (whose weight may stay quantized).
 
 mod attention;
+mod attention_options;
 pub mod functional;
 mod kv_cache;
 mod mask;
@@ -12,6 +13,7 @@ mod swiglu;
 mod token_embedding;
 
 pub use attention::{Attention, AttentionConfig};
+pub use attention_options::{AttentionOptions, QkNorm};
 pub use functional::{log_softmax, logsumexp, positive_reciprocal, softmax};
 pub use kv_cache::{CacheStep, KvCache, LayerKvCache};
 pub use mask::attention_mask;

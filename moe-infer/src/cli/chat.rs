@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use moe_infer::{generate, mixtral_chat_prompt, GenerationConfig, Turn};
+use moe_infer::{generate, ChatMessage, GenerationConfig, Turn};
 
 use super::text_output::TextOutput;
 use super::{load, need_tokenizer, tokenizer, ModelArgs, SamplingArgs};
@@ -61,7 +61,8 @@ pub fn run<B: Backend>(args: ChatArgs, device: &B::Device) -> Result<()> {
             _ => {}
         }
         turns.push(Turn { user: line.to_string(), assistant: None });
-        let prompt = tokenizer.encode(&mixtral_chat_prompt(args.system.as_deref(), &turns), false)?;
+        let prompt =
+            tokenizer.encode(&tokenizer.chat_prompt(&chat_messages(args.system.as_deref(), &turns))?, false)?;
         let room = c.max_seq_len.saturating_sub(prompt.len());
         if room == 0 {
             turns.clear();
@@ -80,4 +81,15 @@ pub fn run<B: Backend>(args: ChatArgs, device: &B::Device) -> Result<()> {
         turns.last_mut().expect("just pushed").assistant = Some(answer.trim().to_string());
         eprintln!("({} tokens, {:.1} tok/s)", out.generated_tokens, out.decode_tokens_per_sec());
     }
+}
+
+/// The messages of the conversation so far: the system prompt, then each turn's user message
+/// and (but for the last) the answer.
+fn chat_messages(system: Option<&str>, turns: &[Turn]) -> Vec<ChatMessage> {
+    let mut messages: Vec<ChatMessage> = system.map(|s| ChatMessage::new("system", s)).into_iter().collect();
+    for turn in turns {
+        messages.push(ChatMessage::new("user", turn.user.clone()));
+        messages.extend(turn.assistant.as_ref().map(|a| ChatMessage::new("assistant", a.clone())));
+    }
+    messages
 }

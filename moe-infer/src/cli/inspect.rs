@@ -59,10 +59,14 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         true => format!("dense FFN d_ff {}", c.d_ff),
         false => format!("experts {} x d_ff {}, top-{} routing", c.n_experts, c.d_ff, c.top_k),
     };
+    println!("  family {}{}", c.family, if c.dense { " (dense)" } else { "" });
     println!(
         "  {} layers, d_model {}, {} heads ({} KV heads, head_dim {}), {ffn}",
         c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim
     );
+    if !c.dense_layers.is_empty() {
+        println!("  dense layers {:?} (d_ff {})", c.dense_layers, c.dense_width());
+    }
     println!(
         "  vocab {}, context {}, rope theta {}, sliding window {}, tied embeddings {}",
         c.vocab_size,

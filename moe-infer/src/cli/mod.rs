@@ -8,7 +8,7 @@ mod score;
 mod serve;
 mod text_output;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
@@ -18,7 +18,7 @@ use moe_core::config::MixtralConfig;
 use moe_core::gguf::{load_gguf_file, mixtral_config, GgmlType, GgufFile, GgufWeights, NO_TOKENIZER};
 use moe_core::io::{load_hub_checkpoint, load_hub_weights, CheckpointTensors, HubWeights, QuantizeOnLoad};
 use moe_core::model::Mixtral;
-use moe_infer::{SamplingConfig, TextTokenizer};
+use moe_infer::{ChatTemplate, SamplingConfig, TextTokenizer};
 
 /// Run Mixtral-architecture (sparse MoE) checkpoints in the HuggingFace Hub layout.
 #[derive(Parser)]
@@ -62,9 +62,15 @@ struct ModelArgs {
     /// Half precision keeps norms, softmaxes and losses in f32, as transformers does.
     #[arg(long, default_value = "f32")]
     dtype: Precision,
-    /// tokenizer.json to use instead of MODEL/tokenizer.json (or the GGUF file's own).
+    /// tokenizer.json to use instead of MODEL/tokenizer.json (or the GGUF file's own); its
+    /// folder's tokenizer_config.json chat template comes with it, if there is one.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// A Jinja chat template file for chat, run and serve, instead of the model's own (its
+    /// tokenizer_config.json, chat_template.jinja or GGUF `tokenizer.chat_template`, else
+    /// Mixtral-Instruct's).
+    #[arg(long, value_name = "FILE")]
+    chat_template: Option<PathBuf>,
     /// Quantize the weights as they load: q8_0, q4_0, q4_k (4.5 bits per weight) or q6_k.
     /// Attention, expert and LM-head matrices stay in blocks (on flex they are multiplied as
     /// blocks; other backends widen them when first used). Tensors a GGUF file already holds in
@@ -186,7 +192,7 @@ fn load_quantized<B: Backend>(args: &ModelArgs, ty: GgmlType, device: &B::Device
         with(args, ty, &config, GgufWeights::new(file, &config)?, device)
     } else {
         let config = MixtralConfig::from_hf_file(path.join("config.json"))?;
-        with(args, ty, &config, HubWeights::open(path)?, device)
+        with(args, ty, &config, HubWeights::open(path)?.with_keys_of(&config)?, device)
     }
 }
 
@@ -194,7 +200,14 @@ fn load_quantized<B: Backend>(args: &ModelArgs, ty: GgmlType, device: &B::Device
 /// special ids from the model config.
 fn tokenizer(args: &ModelArgs, model: &Mixtral<impl Backend>) -> Result<Option<TextTokenizer>> {
     let tokenizer = match &args.tokenizer {
-        Some(path) => Some(TextTokenizer::from_file(path)?),
+        Some(path) => {
+            let tokenizer = TextTokenizer::from_file(path)?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Some(match ChatTemplate::from_model_dir(dir)? {
+                Some(template) => tokenizer.with_chat_template(template),
+                None => tokenizer,
+            })
+        }
         None if args.model.is_file() => {
             let file = GgufFile::open(&args.model)?;
             match file.get("tokenizer.ggml.model") {
@@ -216,7 +229,18 @@ fn tokenizer(args: &ModelArgs, model: &Mixtral<impl Backend>) -> Result<Option<T
             );
         }
     }
-    Ok(tokenizer.map(|t| t.with_special_ids(c.bos_token_id, c.eos_token_ids.first().copied())))
+    let tokenizer = tokenizer.map(|t| t.with_special_ids(c.bos_token_id, c.eos_token_ids.first().copied()));
+    match (&args.chat_template, tokenizer) {
+        (Some(path), Some(t)) => {
+            let source =
+                std::fs::read_to_string(path).with_context(|| format!("--chat-template {}", path.display()))?;
+            let text = |id: Option<u32>| id.and_then(|id| t.inner().id_to_token(id));
+            let template = ChatTemplate::new(&source, text(t.bos_id()), text(t.eos_id()))
+                .with_context(|| format!("--chat-template {}", path.display()))?;
+            Ok(Some(t.with_chat_template(template)))
+        }
+        (_, tokenizer) => Ok(tokenizer),
+    }
 }
 
 fn need_tokenizer<'a>(tokenizer: &'a Option<TextTokenizer>, args: &ModelArgs, what: &str) -> Result<&'a TextTokenizer> {

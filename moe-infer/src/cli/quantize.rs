@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use moe_core::config::MixtralConfig;
-use moe_core::gguf::{convert_to_gguf, mixtral_config, GgmlType, GgufExport, GgufFile, GgufWeights, WRITABLE};
+use moe_core::gguf::{
+    convert_to_gguf, mixtral_config, GgmlType, GgufExport, GgufFile, GgufValue, GgufWeights, WRITABLE,
+};
 use moe_core::io::HubWeights;
 use moe_infer::TextTokenizer;
 
@@ -49,18 +51,24 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         let file =
             Arc::new(GgufFile::open(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?);
         let config = mixtral_config(&file)?;
-        // The tokenizer travels as it is.
-        let tokenizer = file.metadata().iter().filter(|(k, _)| k.starts_with("tokenizer.ggml."));
+        // The tokenizer and the chat template travel as they are.
+        let tokenizer = file.metadata().iter().filter(|(k, _)| k.starts_with("tokenizer."));
         let options = options.with_metadata(tokenizer.map(|(k, v)| (k.clone(), v.clone())).collect());
         let weights = GgufWeights::new(file.clone(), &config)?;
         convert_to_gguf(&config, &weights, &args.output, &options)?;
     } else {
         let config = MixtralConfig::from_hf_file(args.input.join("config.json"))
             .with_context(|| format!("cannot read {}", args.input.display()))?;
-        let weights = HubWeights::open(&args.input)?;
+        let weights = HubWeights::open(&args.input)?.with_keys_of(&config)?;
         let options = match TextTokenizer::from_model_dir(&args.input)? {
             Some(tokenizer) => match tokenizer.to_gguf_metadata() {
-                Ok(metadata) => options.with_metadata(metadata),
+                Ok(mut metadata) => {
+                    // The model's chat template, as llama.cpp's converter writes it.
+                    if let Some(template) = tokenizer.chat_template() {
+                        metadata.push(("tokenizer.chat_template".into(), GgufValue::String(template.source().into())));
+                    }
+                    options.with_metadata(metadata)
+                }
                 Err(e) => {
                     eprintln!("note: the tokenizer is not written ({e}); run the file with --tokenizer");
                     options

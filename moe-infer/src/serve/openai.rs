@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use moe_generate::{check_ids, mixtral_chat_prompt, SamplingConfig, TextTokenizer, Turn};
+use moe_generate::{check_ids, mixtral_chat_prompt, ChatMessage, SamplingConfig, TextTokenizer, Turn};
 
 use super::api_error::ApiError;
 use super::batcher::FinishReason;
@@ -174,13 +174,15 @@ fn refuse_unsupported(r: &RequestBody) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The Mixtral-Instruct prompt of a chat: system messages first, then user and assistant
-/// turns alternating, ending with the user's.
+/// The prompt of a chat: the model's own chat template over the messages as they are, or
+/// without one Mixtral-Instruct's (system messages first, then user and assistant turns
+/// alternating, ending with the user's).
 fn chat_prompt(r: &RequestBody, tokenizer: &TextTokenizer) -> Result<Vec<u32>, ApiError> {
     let messages =
         r.messages.as_ref().ok_or_else(|| ApiError::invalid("messages".to_string(), "`messages` is required"))?;
     let mut system: Vec<String> = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
+    let mut chat: Vec<ChatMessage> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let param = format!("messages[{i}]");
         let text = match &m.content {
@@ -202,6 +204,20 @@ fn chat_prompt(r: &RequestBody, tokenizer: &TextTokenizer) -> Result<Vec<u32>, A
                 text
             }
         };
+        if tokenizer.chat_template().is_some() {
+            let role = match m.role.as_str() {
+                "developer" => "system",
+                role @ ("system" | "user" | "assistant") => role,
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("{param}.role"),
+                        format!("unknown role `{other}` (system, user or assistant)"),
+                    ))
+                }
+            };
+            chat.push(ChatMessage::new(role, text));
+            continue;
+        }
         let expecting_user = turns.last().is_none_or(|t| t.assistant.is_some());
         match m.role.as_str() {
             "system" | "developer" => system.push(text),
@@ -220,6 +236,12 @@ fn chat_prompt(r: &RequestBody, tokenizer: &TextTokenizer) -> Result<Vec<u32>, A
                 ))
             }
         }
+    }
+    if tokenizer.chat_template().is_some() {
+        // The template decides what it accepts (`raise_exception` in it is the client's error).
+        let text =
+            tokenizer.chat_prompt(&chat).map_err(|e| ApiError::invalid("messages".to_string(), e.to_string()))?;
+        return tokenizer.encode(&text, false).map_err(|e| ApiError::internal(e.to_string()));
     }
     if turns.last().is_none_or(|t| t.assistant.is_some()) {
         return Err(ApiError::invalid("messages".to_string(), "the last message must be the user's"));
