@@ -37,7 +37,7 @@ impl CheckpointTensors for RandomTensors {
     }
 
     fn names(&self) -> Vec<String> {
-        ParamId::all(&self.config).into_iter().flat_map(HubKeys::keys).collect()
+        ParamId::all(&self.config).into_iter().flat_map(|p| p.keys(self.config.family)).collect()
     }
 
     fn max_params(&self) -> u64 {

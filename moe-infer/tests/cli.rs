@@ -188,19 +188,27 @@ fn inspect_reports_counts_and_memory() {
     assert!(text.contains("dense FFN d_ff 128") && !text.contains("experts"), "{text}");
 }
 
-#[test]
-fn chat_answers_each_turn_until_exit() {
-    let tiny = fixture("tiny-mixtral");
-    let tok = tokenizer_file();
+/// `moe-infer ARGS` with `input` typed on its standard input (an interactive chat).
+fn interactive(args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_moe-infer"))
-        .args(["chat", "--model", tiny.to_str().unwrap(), "--tokenizer", &tok, "-n", "8", "--temperature", "0"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello there\nand again\n/exit\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn chat_answers_each_turn_until_exit() {
+    let tiny = fixture("tiny-mixtral");
+    let tok = tokenizer_file();
+    let out = interactive(
+        &["chat", "--model", tiny.to_str().unwrap(), "--tokenizer", &tok, "-n", "8", "--temperature", "0"],
+        b"hello there\nand again\n/exit\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stderr.matches("tok/s").count(), 2, "two answers: {stderr}");
@@ -570,16 +578,9 @@ fn chat_renders_the_chat_template_it_is_given() {
     let chat = |template: &str| {
         let path = dir.path().join("t.jinja");
         std::fs::write(&path, template).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_moe-infer"))
-            .args(["chat", "--model", tiny.to_str().unwrap(), "--tokenizer", &tokenizer_file(), "-n", "4"])
-            .args(["--temperature", "0", "--chat-template", path.to_str().unwrap()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(b"hello\n/exit\n").unwrap();
-        child.wait_with_output().unwrap()
+        let (model, tok) = (tiny.to_str().unwrap(), tokenizer_file());
+        let args = ["chat", "--model", model, "--tokenizer", &tok, "-n", "4", "--temperature", "0", "--chat-template"];
+        interactive(&[&args[..], &[path.to_str().unwrap()]].concat(), b"hello\n/exit\n")
     };
     let out = chat("{{ raise_exception('this model takes no ' + messages[0].role + ' turns') }}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -595,15 +596,10 @@ fn chat_renders_the_chat_template_it_is_given() {
 fn run_is_chat_with_a_positional_model() {
     let tiny = fixture("tiny-mixtral");
     let tok = tokenizer_file();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moe-infer"))
-        .args(["run", tiny.to_str().unwrap(), "--tokenizer", &tok, "-n", "8", "--temperature", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello\n/exit\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = interactive(
+        &["run", tiny.to_str().unwrap(), "--tokenizer", &tok, "-n", "8", "--temperature", "0"],
+        b"hello\n/exit\n",
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("tok/s"), "{stderr}");

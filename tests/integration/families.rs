@@ -102,9 +102,7 @@ fn export_writes_each_family_in_its_own_names() {
 /// A copy of fixture `name` whose config.json has `edit` applied.
 fn with_config(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for file in ["model.safetensors"] {
-        std::fs::copy(fixture(name).join(file), dir.path().join(file)).unwrap();
-    }
+    std::fs::copy(fixture(name).join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap()).unwrap();
     edit(&mut config);
@@ -117,9 +115,10 @@ fn bad_family_configs_and_layouts_are_named() {
     let device = Default::default();
     let err = |name: &str, edit: fn(&mut serde_json::Value)| -> String {
         let dir = with_config(name, edit);
-        load_hub_checkpoint::<Cpu>(dir.path(), &device).err().expect("refused").to_string()
+        load_hub_checkpoint::<Cpu>(dir.path(), &device).expect_err("refused").to_string()
     };
-    let cases: [(&str, fn(&mut serde_json::Value), &str); 11] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 11] = [
         // Sizes no model has are refused before anything is sized by them.
         ("tiny-qwen2-moe", |c| c["num_hidden_layers"] = 1_000_000_000_000u64.into(), "no model is that large"),
         ("tiny-qwen3-moe", |c| c["num_hidden_layers"] = 1_000_000_000_000u64.into(), "no model is that large"),

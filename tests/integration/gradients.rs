@@ -52,7 +52,8 @@ pub fn check_gradients(name: &str) {
     let mut recorded: Vec<String> =
         reference.names().into_iter().filter_map(|n| n.strip_prefix("grad.").map(str::to_string)).collect();
     let mut listed = keys.clone();
-    (recorded.sort(), listed.sort());
+    recorded.sort();
+    listed.sort();
     assert_eq!(listed, recorded, "{name}: the model's parameters are the ones transformers has");
     let mut worst = (0.0, String::new());
     for key in keys {
