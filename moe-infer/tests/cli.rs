@@ -529,6 +529,42 @@ fn serve_batches_concurrent_requests_and_stops_on_sigterm() {
     assert!(server.log().iter().any(|l| l.contains("shutting down")), "{:#?}", server.log());
 }
 
+/// `serve --chat-template FILE` hands the messages to the template as they are: a request the
+/// template refuses (`raise_exception`) is a 400 with the template's message, one it accepts
+/// is answered.
+#[test]
+fn serve_renders_the_chat_template() {
+    use std::io::{Read, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("t.jinja");
+    std::fs::write(
+        &template,
+        "{% if messages | length > 1 %}{{ raise_exception('one message at a time') }}{% endif %}\
+         {{ bos_token }}<|user|>{{ messages[0].content }}<|assistant|>",
+    )
+    .unwrap();
+    let server = Server::start(&["--chat-template", template.to_str().unwrap()]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let post = |messages: &str| {
+        let body = format!(r#"{{"messages": {messages}, "max_tokens": 2, "temperature": 0}}"#);
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let refused = post(r#"[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]"#);
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(refused.contains("one message at a time"), "{refused}");
+    let answered = post(r#"[{"role": "user", "content": "hello"}]"#);
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+}
+
 /// A full server (every slot and queue place taken) answers 503 with Retry-After. SIGTERM while
 /// a stream runs: with no grace period the stream is cut with a final error chunk (OpenAI's
 /// error JSON), and the server exits cleanly.
