@@ -7,8 +7,9 @@ use moe_core::loss::{causal_lm_loss, load_balancing_loss};
 
 use crate::common::*;
 
-/// Logits, router logits and the three losses of fixture `name` against transformers'.
-pub fn check_model(name: &str) {
+/// Logits, router logits and the three losses of fixture `name` against transformers'; returns
+/// the logits' max-abs difference.
+pub fn check_model(name: &str) -> f32 {
     let device = Default::default();
     let model = load_hub_checkpoint::<Cpu>(fixture(name), &device).unwrap();
     let reference = Reference::load(name);
@@ -39,6 +40,7 @@ pub fn check_model(name: &str) {
         assert!((got - want).abs() <= 1e-5, "{name}: {what} {got} vs transformers {want}");
     }
     eprintln!("{name}: logits diff {logits_diff:e}, router diff {router_diff:e}, lm {lm}, aux {aux}");
+    logits_diff
 }
 
 #[test]

@@ -72,6 +72,21 @@ impl Family {
         }
     }
 
+    /// The query/key norm the family's attention has (its config has no key for it).
+    pub fn qk_norm(self) -> QkNorm {
+        match self {
+            Self::Qwen3Moe => QkNorm::PerHead,
+            Self::Olmoe => QkNorm::Whole,
+            _ => QkNorm::None,
+        }
+    }
+
+    /// Qwen-MoE: `moe_intermediate_size` for the experts, `intermediate_size` and
+    /// `mlp_only_layers` / `decoder_sparse_step` for dense layers, `use_sliding_window`.
+    pub fn is_qwen(self) -> bool {
+        matches!(self, Self::Qwen2Moe | Self::Qwen3Moe)
+    }
+
     /// The `model_type`s a config may name, for errors.
     pub fn model_types() -> String {
         let mut names: Vec<_> = Self::ALL.iter().map(|f| format!("{:?}", f.model_type())).collect();
@@ -117,10 +132,10 @@ impl MixtralConfig {
                 ..base
             },
             Family::Qwen3Moe => {
-                Self { attention: AttentionOptions { qk_norm: QkNorm::PerHead, ..Default::default() }, ..base }
+                Self { attention: AttentionOptions { qk_norm: family.qk_norm(), ..Default::default() }, ..base }
             }
             Family::Olmoe => Self {
-                attention: AttentionOptions { qk_norm: QkNorm::Whole, ..Default::default() },
+                attention: AttentionOptions { qk_norm: family.qk_norm(), ..Default::default() },
                 routing: RoutingConfig { normalize_top_k: false, ..Default::default() },
                 ..base
             },

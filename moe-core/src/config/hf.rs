@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{Family, MixtralConfig, Multipliers};
 use crate::error::{MoeError, Result};
 use crate::moe::{RoutingConfig, Scoring};
-use crate::nn::{AttentionOptions, QkNorm};
+use crate::nn::AttentionOptions;
 
 /// `eos_token_id` is an int or a list of ints in HF configs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,7 +374,7 @@ impl HfMixtralConfig {
                 self.hidden_size / n_heads
             }
         };
-        let qwen = matches!(family, Family::Qwen2Moe | Family::Qwen3Moe);
+        let qwen = family.is_qwen();
         // Each family's own name first (transformers 5 writes Qwen3-MoE's as `num_local_experts`).
         let n_experts = match family {
             Family::Mixtral | Family::GraniteMoe => self.num_local_experts.or(self.num_experts),
@@ -392,11 +392,7 @@ impl HfMixtralConfig {
         let dense_layers = if qwen && !dense { self.qwen_dense_layers()? } else { Vec::new() };
         let sliding_window = self.sliding_window(family)?;
         let attention = AttentionOptions {
-            qk_norm: match family {
-                Family::Qwen3Moe => QkNorm::PerHead,
-                Family::Olmoe => QkNorm::Whole,
-                _ => QkNorm::None,
-            },
+            qk_norm: family.qk_norm(),
             qkv_bias,
             o_bias,
             clip_qkv: self.clip_qkv.filter(|_| family == Family::Olmoe),
@@ -413,7 +409,7 @@ impl HfMixtralConfig {
         let config = MixtralConfig {
             vocab_size: self.vocab_size,
             d_model: self.hidden_size,
-            d_ff: if dense { self.intermediate_size } else { d_ff },
+            d_ff,
             n_layers: self.num_hidden_layers,
             n_heads,
             n_kv_heads: self.num_key_value_heads.unwrap_or(n_heads),
@@ -434,7 +430,7 @@ impl HfMixtralConfig {
             family,
             attention,
             dense_layers,
-            dense_d_ff: dense_d_ff.filter(|_| !dense),
+            dense_d_ff,
             multipliers,
         };
         config.validate()?;
@@ -559,7 +555,7 @@ impl HfMixtralConfig {
     pub fn from_mixtral(config: &MixtralConfig, dtype: &str) -> Self {
         let r = &config.routing;
         let family = config.family;
-        let qwen = matches!(family, Family::Qwen2Moe | Family::Qwen3Moe);
+        let qwen = family.is_qwen();
         let a = &config.attention;
         // A dense model with attention biases is a Llama (Mistral's attention has none).
         let (model_type, architecture) = match (config.dense, family) {

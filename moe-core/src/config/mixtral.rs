@@ -344,13 +344,8 @@ impl MixtralConfig {
     /// a `config.json` transformers reads as this model): the error names the first option its
     /// family has no key for.
     fn validate_family(&self) -> Result<()> {
-        use crate::nn::QkNorm;
         let (f, a) = (self.family, &self.attention);
-        let qk_norm = match f {
-            Family::Qwen3Moe => QkNorm::PerHead,
-            Family::Olmoe => QkNorm::Whole,
-            _ => QkNorm::None,
-        };
+        let qk_norm = f.qk_norm();
         let problem = if a.qk_norm != qk_norm {
             Some(("attention.qk_norm", format!("must be {qk_norm:?} in a {f} model")))
         } else if f == Family::Qwen2Moe && a.o_bias {
@@ -368,7 +363,7 @@ impl MixtralConfig {
             Some(("multipliers", format!("are Granite-MoE's; a {f} model has no such keys")))
         } else if f == Family::GraniteMoe && !self.routing.normalize_top_k {
             Some(("routing.normalize_top_k", format!("must be true in a {f} model")))
-        } else if !matches!(f, Family::Qwen2Moe | Family::Qwen3Moe) && !self.dense_layers.is_empty() {
+        } else if !f.is_qwen() && !self.dense_layers.is_empty() {
             Some(("dense_layers", format!("are Qwen-MoE's `mlp_only_layers`; a {f} model has no such key")))
         } else if let Some(field) = self.routing_beyond_family() {
             Some((field, format!("has no key in a {f} model's config.json (Mixtral's config carries it)")))
@@ -429,7 +424,7 @@ impl MixtralConfig {
         let mul = |a: u64, b: u64| a.checked_mul(b);
         let (q_dim, kv_dim) = (mul(h, dh)?, mul(g, dh)?);
         let attention = mul(mul(2, d)?, q_dim.checked_add(kv_dim)?)?
-            .checked_add(self.checked_attention_extras(q_dim, kv_dim)?)?
+            .checked_add(self.attention.extra_params(d, q_dim, kv_dim, dh)?)?
             .checked_add(mul(2, d)?)?; // the layer's two norms
         let experts = mul(mul(e, 3)?, mul(d, f)?)?;
         let shared = match self.routing.shared_width(self.d_ff) {
@@ -446,18 +441,6 @@ impl MixtralConfig {
         let ffns = mul(n_sparse, sparse_layer)?.checked_add(mul(l - n_sparse, dense_layer)?)?;
         let heads = if self.tie_word_embeddings { 1 } else { 2 };
         mul(heads, mul(v, d)?)?.checked_add(d)?.checked_add(mul(l, attention)?)?.checked_add(ffns)
-    }
-
-    /// [`AttentionOptions::extra_params`] in checked arithmetic.
-    fn checked_attention_extras(&self, q_dim: u64, kv_dim: u64) -> Option<u64> {
-        let a = &self.attention;
-        let norms = match a.qk_norm {
-            crate::nn::QkNorm::None => 0,
-            crate::nn::QkNorm::PerHead => (self.head_dim as u64).checked_mul(2)?,
-            crate::nn::QkNorm::Whole => q_dim.checked_add(kv_dim)?,
-        };
-        let qkv = if a.qkv_bias { q_dim.checked_add(kv_dim.checked_mul(2)?)? } else { 0 };
-        norms.checked_add(qkv)?.checked_add(if a.o_bias { self.d_model as u64 } else { 0 })
     }
 
     /// Bytes of all weights stored at `bytes_per_param` bytes each.
@@ -487,7 +470,9 @@ impl MixtralConfig {
         let (q, kv) = (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim);
         let q_and_o = 2 * self.d_model * q;
         let k_and_v = 2 * self.d_model * kv;
-        q_and_o + k_and_v + self.attention.extra_params(self.d_model, q, kv, self.head_dim) + 2 * self.d_model
+        let [d, q64, kv64, dh] = [self.d_model, q, kv, self.head_dim].map(|x| x as u64);
+        let extras = self.attention.extra_params(d, q64, kv64, dh).map_or(usize::MAX, |n| n as usize);
+        q_and_o + k_and_v + extras + 2 * self.d_model
     }
 
     fn embedding_params(&self) -> usize {

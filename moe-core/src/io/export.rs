@@ -134,7 +134,7 @@ fn stacked_experts<B: Backend>(
     let one = ParamId::Expert(n, 0, proj).hub_shape(config);
     let shape = vec![config.n_experts, parts * one[0], one[1]];
     let read = Box::new(move || {
-        let mut values = Vec::with_capacity(shape_len(&[config.n_experts, parts * one[0], one[1]]));
+        let mut values = Vec::with_capacity(config.n_experts * parts * one[0] * one[1]);
         for x in 0..config.n_experts {
             let param = ParamId::Expert(n, x, proj);
             let value = model.param(param).expect("ParamId::all lists the model's own parameters").value();
@@ -145,8 +145,4 @@ fn stacked_experts<B: Backend>(
         values
     });
     (format!("model.layers.{n}.block_sparse_moe.{name}.weight"), LazyTensor { shape, dtype, read })
-}
-
-fn shape_len(shape: &[usize]) -> usize {
-    shape.iter().product()
 }

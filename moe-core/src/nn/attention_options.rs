@@ -53,15 +53,15 @@ impl AttentionOptions {
         self.scale.unwrap_or_else(|| (head_dim as f64).powf(-0.5))
     }
 
-    /// Parameters these options add to one layer's attention: norm weights and biases.
-    pub fn extra_params(&self, d_model: usize, q_dim: usize, kv_dim: usize, head_dim: usize) -> usize {
+    /// Parameters these options add to one layer's attention (norm weights and biases), in
+    /// checked arithmetic: `None` when the count overflows `u64`.
+    pub fn extra_params(&self, d_model: u64, q_dim: u64, kv_dim: u64, head_dim: u64) -> Option<u64> {
         let norms = match self.qk_norm {
             QkNorm::None => 0,
-            QkNorm::PerHead => 2 * head_dim,
-            QkNorm::Whole => q_dim + kv_dim,
+            QkNorm::PerHead => head_dim.checked_mul(2)?,
+            QkNorm::Whole => q_dim.checked_add(kv_dim)?,
         };
-        let qkv = if self.qkv_bias { q_dim + 2 * kv_dim } else { 0 };
-        let o = if self.o_bias { d_model } else { 0 };
-        norms + qkv + o
+        let qkv = if self.qkv_bias { q_dim.checked_add(kv_dim.checked_mul(2)?)? } else { 0 };
+        norms.checked_add(qkv)?.checked_add(if self.o_bias { d_model } else { 0 })
     }
 }
